@@ -1,0 +1,333 @@
+"""The attention core: reference semantics, the exact identities, and every backend against
+the reference (fp32 <= 1e-5, bf16 <= 1e-2 relative), causal and not, padded and not."""
+
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import registry
+from conftest import rel_err
+from zoo.functional import backends
+from zoo.functional.attention import AttentionCall, attention, attention_reference, pool_values
+from zoo.functional.backends import BackendUnavailable
+
+B, H, L, d = 2, 4, 37, 16
+ALPHA = torch.tensor([0.0, 0.05, 0.2, 0.7])
+
+
+def qkv(dtype=torch.float32, device="cpu", length=L, requires_grad=False):
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(B, H, length, d, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad) for _ in range(3)]
+
+
+def padding(device="cpu", length=L):
+    pad = torch.zeros(B, length, dtype=torch.bool, device=device)
+    pad[0, length - 9 :] = True  # right padding
+    pad[1, :4] = True  # left padding: with causal, rows 0..3 have no allowed key
+    return pad
+
+
+# ----------------------------------------------------------------------------- semantics
+
+
+def loop_reference(q, k, v, alpha, pool, causal, pad, count_include_pad):
+    """An independent, loop-based reading of the paper's operator for one (b, h) at a time."""
+    Bq, Hq, Lq, dq = q.shape
+    out = torch.zeros(Bq, Hq, Lq, v.shape[-1], dtype=torch.float64)
+    left = 0 if causal else (pool - 1) // 2
+    right = pool - 1 - left
+    for b, h in itertools.product(range(Bq), range(Hq)):
+        inside = [not (pad is not None and pad[b, j]) for j in range(Lq)]
+        for i in range(Lq):
+            if pad is not None and pad[b, i]:
+                continue
+            logits = {}
+            for j in range(Lq):
+                if inside[j] and (not causal or j <= i):
+                    s = float(q[b, h, i].double() @ k[b, h, j].double()) / math.sqrt(dq)
+                    logits[j] = s * math.exp(-float(alpha[h]) * abs(i - j))
+            if not logits:
+                continue
+            m = max(logits.values())
+            z = sum(math.exp(s - m) for s in logits.values())
+            a = [math.exp(logits[j] - m) / z if j in logits else 0.0 for j in range(Lq)]
+            for j in range(Lq):
+                if not inside[j]:
+                    continue
+                win = [t for t in range(j - left, j + right + 1) if 0 <= t < Lq]
+                n = pool if count_include_pad else sum(inside[t] for t in win)
+                w = sum(a[t] for t in win) / n
+                out[b, h, i] += w * v[b, h, j].double()
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_reference_matches_loop_definition(causal, count_include_pad):
+    q, k, v = (t[:, :, :12] for t in qkv(torch.float64))
+    pad = padding(length=12)
+    ref = attention_reference(q, k, v, decay=ALPHA.double(), pool=3, causal=causal, key_padding_mask=pad,
+                              count_include_pad=count_include_pad)
+    loop = loop_reference(q, k, v, ALPHA, 3, causal, pad, count_include_pad)
+    assert rel_err(ref, loop) < 1e-12
+
+
+def test_decay_multiplies_logits_not_additive():
+    """Far keys get logit ~0 (weight exp(0)), so a strongly decayed head averages far values."""
+    q, k, v = qkv(torch.float64, length=64)
+    q = q * 10  # large logits
+    alpha = torch.full((H,), 30.0, dtype=torch.float64)
+    out = attention_reference(q[:, :, :1], k[:, :, :1], v[:, :, :1])  # shape sanity
+    assert out.shape == (B, H, 1, d)
+    o = attention_reference(q, k, v, decay=alpha)
+    # row 0: j = 0 keeps its logit, every j >= 1 has logit ~ 0 -> near-uniform over j >= 1
+    s0 = (q[:, :, 0] * k[:, :, 0]).sum(-1) / math.sqrt(d)  # (B, H)
+    w0 = torch.exp(s0) / (torch.exp(s0) + 63)
+    expected = w0[..., None] * v[:, :, 0] + (1 - w0[..., None]) * v[:, :, 1:].mean(2)
+    assert rel_err(o[:, :, 0], expected) < 1e-6
+
+
+def test_pool_v_identity_is_exact():
+    """AP(A) V == A (P V) for any A, every padding rule and window (fp64, to rounding)."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.rand(B, H, L, L, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, L, d, generator=g, dtype=torch.float64)
+    pad = padding()
+    inside = ~pad
+    for pool, causal, cip, use_pad in itertools.product([2, 3, 4, 7], [False, True], [True, False], [False, True]):
+        left = 0 if causal else (pool - 1) // 2
+        right = pool - 1 - left
+        pos = torch.arange(L)
+        member = ((pos[None, :] >= pos[:, None] - left) & (pos[None, :] <= pos[:, None] + right)).double()  # [j, t]
+        ins = inside.double() if use_pad else torch.ones(B, L, dtype=torch.float64)
+        n = torch.full((B, L), float(pool), dtype=torch.float64) if cip else ins @ member.T  # (B, Lj)
+        w = torch.where(n > 0, ins / n.clamp_min(1), torch.zeros_like(n))  # (B, Lj)
+        pooled_A = torch.einsum("bhit,jt->bhij", A, member) * w[:, None, None, :]
+        lhs = pooled_A @ v
+        rhs = A @ pool_values(v, pool, causal=causal, inside=inside if use_pad else None, count_include_pad=cip)
+        assert rel_err(rhs, lhs) < 1e-12, (pool, causal, cip, use_pad)
+
+
+def test_pooling_matches_avg_pool1d_rows():
+    """Centred pooling with count_include_pad is torch's avg_pool1d over each attention row."""
+    q, k, v = qkv(torch.float64)
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), -1)
+    pooled = F.avg_pool1d(a.reshape(-1, 1, L), 5, stride=1, padding=2, count_include_pad=True).reshape(B, H, L, L)
+    assert rel_err(attention_reference(q, k, v, pool=5), pooled @ v) < 1e-12
+
+
+def test_padded_equals_truncated_and_chunks_are_independent():
+    q, k, v = qkv(torch.float64)
+    pad = torch.zeros(B, L, dtype=torch.bool)
+    pad[:, 30:] = True
+    full = attention_reference(q, k, v, decay=ALPHA.double(), pool=3, key_padding_mask=pad, count_include_pad=False)
+    short = attention_reference(q[:, :, :30], k[:, :, :30], v[:, :, :30], decay=ALPHA.double(), pool=3, count_include_pad=False)
+    assert rel_err(full[:, :, :30], short) < 1e-12 and (full[:, :, 30:] == 0).all()
+    chunked = attention_reference(q, k, v, decay=ALPHA.double(), pool=3, chunk=10, causal=True)
+    for c in range(0, L, 10):
+        sl = slice(c, min(c + 10, L))
+        alone = attention_reference(q[:, :, sl], k[:, :, sl], v[:, :, sl], decay=ALPHA.double(), pool=3, causal=True)
+        assert rel_err(chunked[:, :, sl], alone) < 1e-12
+
+
+# ----------------------------------------------------------------------------- backends vs reference
+
+CASES = [  # (decay, pool, chunk, causal, padded)
+    (False, 1, None, False, False),
+    (False, 1, None, True, True),
+    (False, 3, None, False, True),
+    (False, 4, None, True, False),
+    (False, 3, 8, True, True),
+    (True, 1, None, False, False),
+    (True, 3, None, True, True),
+    (True, 3, None, False, True),
+    (True, 2, 8, False, True),
+]
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+
+
+def run_case(backend, case, dtype, device="cpu", requires_grad=False, count_include_pad=True):
+    decay, pool, chunk, causal, padded = case
+    q, k, v = qkv(dtype, device, requires_grad=requires_grad)
+    kw = dict(decay=ALPHA.to(device) if decay else None, pool=pool, chunk=chunk, causal=causal,
+              key_padding_mask=padding(device) if padded else None, count_include_pad=count_include_pad)
+    out = attention(q, k, v, backend=backend, **kw)
+    ref = attention_reference(*(t.detach().float() for t in (q, k, v)), **kw)
+    return out, ref, (q, k, v)
+
+
+def cases_for(name):
+    impl = backends.get(name)
+    return [c for c in CASES if impl.supports_decay or not c[0]]
+
+
+@pytest.mark.parametrize("case", cases_for("sdpa"), ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_sdpa_matches_reference_cpu(case, dtype):
+    out, ref, _ = run_case("sdpa", case, dtype)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("case", [c for c in cases_for("flex") if c[2] is None or c[0]], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_flex_matches_reference_cpu(case, dtype):
+    """Compiled FlexAttention on CPU (forward only: it has no CPU backward)."""
+    with torch.no_grad():
+        out, ref, _ = run_case("flex", case, dtype)
+    assert rel_err(out, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_auto_matches_reference_with_gradients(case, count_include_pad):
+    """auto on CPU with gradients runs the identities + the reference kernel; gradients agree too."""
+    out, ref, (q, k, v) = run_case("auto", case, torch.float32, requires_grad=True, count_include_pad=count_include_pad)
+    assert rel_err(out, ref) <= 1e-5
+    grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
+    q2, k2, v2 = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    decay, pool, chunk, causal, padded = case
+    ref2 = attention_reference(q2, k2, v2, decay=ALPHA if decay else None, pool=pool, chunk=chunk, causal=causal,
+                               key_padding_mask=padding() if padded else None, count_include_pad=count_include_pad)
+    ref_grads = torch.autograd.grad(ref2.pow(2).sum(), (q2, k2, v2))
+    for g, rg in zip(grads, ref_grads):
+        assert torch.isfinite(g).all()
+        assert rel_err(g, rg) <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["xformers", "sdpa", "flex", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_backend_matches_reference_gpu(name, case, dtype):
+    if case[0] and not backends.get(name).supports_decay:
+        pytest.skip(f"{name} cannot express the decay (declared)")
+    out, ref, (q, k, v) = run_case(name, case, dtype, device="cuda", requires_grad=True)
+    assert rel_err(out, ref) <= TOL[dtype]
+    out.float().pow(2).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.gpu
+def test_flex_runs_fused_at_long_length_gpu():
+    """The compiled kernel (not the unfused fallback that materialises L x L) is what runs."""
+    Lg = 16384
+    q, k, v = (torch.randn(1, 8, Lg, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        attention(q, k, v, decay=torch.linspace(0, 0.5, 8, device="cuda"), backend="flex")
+    extra = torch.cuda.max_memory_allocated() - base
+    assert extra < 1 << 30, f"flex used {extra / 2**30:.1f} GiB: the scores were materialised"
+
+
+# ----------------------------------------------------------------------------- selection and errors
+
+
+def test_auto_picks_by_capability_not_name():
+    cpu = lambda **kw: AttentionCall(torch.device("cpu"), torch.float32, 1, 8, 128, 64, **kw)  # noqa: E731
+    assert backends.select(cpu(has_decay=False, causal=False, has_padding=False, requires_grad=True)).name == "sdpa"
+    assert backends.select(cpu(has_decay=True, causal=True, has_padding=True, requires_grad=False)).name == "flex"
+    assert backends.select(cpu(has_decay=True, causal=False, has_padding=False, requires_grad=True)).name == "reference"
+
+
+def test_forced_backend_that_cannot_run_lists_every_reason():
+    q, k, v = qkv()
+    with pytest.raises(BackendUnavailable) as exc:
+        attention(q.bfloat16().double(), k.double(), v.double(), decay=ALPHA.double(), backend="xformers")
+    msg = str(exc.value)
+    assert "device=cpu" in msg and "dtype=float64" in msg and "decay" in msg
+    with pytest.raises(BackendUnavailable, match="no backward pass on cpu"):
+        attention(*qkv(requires_grad=True), decay=ALPHA, backend="flex")
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        attention(q, k, v, backend="flash")
+
+
+def test_xformers_that_cannot_run_warns_once_and_falls_back(monkeypatch):
+    """As on a CUDA-13-only machine: xformers imports but every call raises 'No operator found'."""
+    from zoo.functional.backends import xformers as xf
+
+    def broken_probe(device_str):
+        raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
+
+    monkeypatch.setattr(xf, "_probe_call", broken_probe)
+    xf._probe.cache_clear()
+    call = AttentionCall(torch.device("cuda"), torch.bfloat16, 1, 8, 128, 64, False, False, False, True)
+    try:
+        with pytest.warns(RuntimeWarning, match="cannot run on cuda.*Falling back"):
+            picked = backends.select(call)
+        assert picked.name == "sdpa"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once: the second look-up is silent
+            assert backends.select(call).name == "sdpa"
+        with pytest.raises(BackendUnavailable, match="No operator found"):
+            backends.select(call, "xformers")
+    finally:
+        xf._probe.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(q=torch.randn(2, 5, 8)), ValueError, r"\(B, H, L, d\)"),
+        (dict(k=torch.randn(B, H, L, d + 1)), ValueError, "agree"),
+        (dict(v=torch.randn(B, H, L, d).double()), TypeError, "dtypes differ"),
+        (dict(q=torch.randint(0, 3, (B, H, L, d))), TypeError, "floating point"),
+        (dict(decay=torch.zeros(H + 1)), ValueError, r"shape \(H,\)"),
+        (dict(decay=-torch.ones(H)), ValueError, ">= 0"),
+        (dict(key_padding_mask=torch.zeros(B, L)), TypeError, "bool"),
+        (dict(key_padding_mask=torch.zeros(B, L + 1, dtype=torch.bool)), ValueError, r"\(B, L\)"),
+        (dict(pool=0), ValueError, "pool"),
+        (dict(chunk=0), ValueError, "chunk"),
+    ],
+)
+def test_bad_input_errors(kwargs, exc, match):
+    q, k, v = qkv()
+    args = dict(q=q, k=k, v=v)
+    args.update({n: kwargs.pop(n) for n in ("q", "k", "v") if n in kwargs})
+    with pytest.raises(exc, match=match):
+        attention(args["q"], args["k"], args["v"], **kwargs)
+
+
+# ----------------------------------------------------------------------------- layer and presets
+
+
+def test_presets_follow_the_paper_defaults():
+    las = registry.build("las", d_model=64)
+    alphas = las.alphas(torch.device("cpu"))
+    assert alphas[0] == 0 and (alphas[1:] > 0).all()
+    ratios = alphas[2:] / alphas[1:-1]
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios))  # log-spaced
+    assert math.isclose(alphas[-1].item(), las.config.alpha_max, rel_tol=1e-6)
+    assert las.config.pool_size > 1 and las.config.chunk_size == 0
+    assert registry.build("vanilla", d_model=64).alphas(torch.device("cpu")) is None
+    assert registry.build("local", d_model=64).config.pool_size == 1
+    assert registry.build("smooth", d_model=64).alphas(torch.device("cpu")) is None
+    assert registry.build("las_chunk", d_model=64).config.chunk_size > 0
+    assert registry.build("las_chunk", d_model=64).complexity == "L"
+
+
+def test_alphas_stay_fp32_under_bf16():
+    las = registry.build("las", d_model=64).to(torch.bfloat16)
+    assert las.alphas(torch.device("cpu")).dtype == torch.float32
+
+
+def test_layer_chunked_equals_reference_forward():
+    layer = registry.build("las_chunk", d_model=32, n_heads=4, chunk_size=8, causal=True)
+    x = torch.randn(2, 30, 32)
+    pad = torch.zeros(2, 30, dtype=torch.bool)
+    pad[1, 25:] = True
+    assert rel_err(layer(x, pad), layer.reference_forward(x, pad)) < 1e-5
+
+
+def test_invalid_layer_configs():
+    with pytest.raises(registry.ConfigError, match="not divisible by n_heads"):
+        registry.build("las", d_model=30, n_heads=8)
+    with pytest.raises(registry.ConfigError, match="alpha_min"):
+        registry.build("las", alpha_min=0.9, alpha_max=0.1)
+    with pytest.raises(registry.ConfigError, match="backend"):
+        registry.build("vanilla", backend="flash")

@@ -1,0 +1,129 @@
+"""The one interface every sequence mixer implements.
+
+A *sequence mixer* maps a batch of sequences ``x: (B, L, D)`` to ``(B, L, D)``, mixing
+information along the sequence axis (attention, state space, long convolution, ...). The LRA
+trainer, the benchmarks and the conformance tests use mixers only through this contract and the
+capability attributes below; they never branch on layer names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class MixerConfig:
+    """Fields every mixer config has. Layer configs subclass this dataclass."""
+
+    d_model: int = field(default=256, metadata={"help": "model width D (input and output features)"})
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0:
+            raise ValueError(f"d_model must be positive, got {self.d_model}")
+
+
+class SequenceMixer(nn.Module):
+    """Base class of every mixer: ``forward(x, key_padding_mask=None) -> y``.
+
+    Args of ``forward``:
+        x: ``(B, L, D)`` floating-point input, ``D == config.d_model``.
+        key_padding_mask: optional ``(B, L)`` bool tensor, **True marks padding** (the
+            convention of ``torch.nn.MultiheadAttention``). Padded positions never influence
+            valid positions, and the output at padded positions is zero.
+
+    Returns:
+        ``(B, L, D)`` tensor of the same dtype as ``x``.
+
+    Capability attributes (class level; generic code reads them, never layer names):
+        supports_causal: the config has a ``causal`` field that, when True, guarantees that
+            position ``i`` depends only on positions ``<= i``.
+        supports_padding_mask: ``key_padding_mask`` is honoured.
+        complexity: cost in the sequence length: ``"L^2"``, ``"L log L"`` or ``"L"``.
+        needs_max_len: the config has a ``max_len`` field bounding the sequence length.
+
+    Hooks:
+        param_groups(): optional optimizer parameter groups (e.g. SSM parameters want a small
+            learning rate and no weight decay); ``None`` means "treat all parameters alike".
+    """
+
+    supports_causal: ClassVar[bool] = False
+    supports_padding_mask: ClassVar[bool] = True
+    complexity: ClassVar[str] = "L^2"
+    needs_max_len: ClassVar[bool] = False
+    config_class: ClassVar[type | None] = None
+
+    def __init__(self, config: MixerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.d_model = config.d_model
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        """Optimizer parameter groups with per-group options, or None for the defaults."""
+        return None
+
+    def reference_forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The same computation through the materialised reference operators (for checks).
+
+        Layers whose fast path differs from their definition override this; the comparison
+        runner reports the error of ``forward`` against it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no separate reference path")
+
+    def kernel_name(self, x: Tensor, key_padding_mask: Tensor | None = None, requires_grad: bool = True) -> str:
+        """Which kernel ``forward`` would use for this input (for tables and `zoo info`)."""
+        return "torch"
+
+    # ------------------------------------------------------------------ shared validation
+
+    def _validate_input(self, x: Tensor, key_padding_mask: Tensor | None) -> None:
+        """Raise a ValueError / TypeError that says how to fix a malformed call."""
+        validate_sequence_input(x, key_padding_mask, self.d_model, type(self).__name__)
+        max_len = getattr(self.config, "max_len", None)
+        if self.needs_max_len and max_len is not None and x.shape[1] > max_len:
+            raise ValueError(
+                f"{type(self).__name__}: sequence length {x.shape[1]} exceeds max_len={max_len} "
+                "of this layer's fixed-length kernel; build it with a larger `max_len`."
+            )
+
+
+def validate_sequence_input(
+    x: Tensor, key_padding_mask: Tensor | None, d_model: int, who: str = "mixer"
+) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(
+            f"{who}: x must have shape (B, L, D), got {tuple(x.shape)}; add a batch axis with "
+            "x.unsqueeze(0) for a single sequence."
+        )
+    if x.shape[-1] != d_model:
+        raise ValueError(f"{who}: x has D={x.shape[-1]} features but the layer has d_model={d_model}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: x must be floating point (float32/bfloat16/float16), got {x.dtype}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+            raise TypeError(
+                f"{who}: key_padding_mask must be a bool tensor (True = padding), got "
+                f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
+            )
+        if tuple(key_padding_mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(
+                f"{who}: key_padding_mask must have shape (B, L) = {tuple(x.shape[:2])}, got "
+                f"{tuple(key_padding_mask.shape)}"
+            )
+        if key_padding_mask.device != x.device:
+            raise ValueError(f"{who}: key_padding_mask is on {key_padding_mask.device}, x on {x.device}")
+
+
+def zero_padded(x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """Zero the positions marked as padding (``(B, L, D)`` input, ``(B, L)`` mask)."""
+    if key_padding_mask is None:
+        return x
+    return x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)

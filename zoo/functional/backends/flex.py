@@ -1,0 +1,94 @@
+"""FlexAttention (``torch.nn.attention.flex_attention`` under ``torch.compile``).
+
+Serves the multiplicative LaS decay as a ``score_mod`` (fp32 exp of a captured fp32 per-head
+alpha tensor, so a new alpha never recompiles) and causal / padding as a block-sparse
+``mask_mod``. FlexAttention compiles per shape, so lengths are padded up to a bucket (masked
+keys, outputs sliced) and the compiled call runs with dynamo's recompile limit raised and
+``fail_on_recompile_limit_hit`` on: past the limit it raises instead of silently falling back to
+the unfused path that materialises L x L scores.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from zoo.functional.backends.base import Backend
+
+RECOMPILE_LIMIT = 64
+
+
+def bucket_length(L: int) -> int:
+    """Round L up to a multiple of 128, then (above 1024) to a quarter of its power of two."""
+    if L <= 1024:
+        return -(-L // 128) * 128
+    step = 1 << (L.bit_length() - 3)  # 2^floor(log2 L) / 4, within 25% of L
+    return -(-L // step) * step
+
+
+def _decay_score_mod(alpha):
+    # The kernels hold scores in fp32; no explicit casts here (a `.to(score.dtype)` in a
+    # score_mod miscompiles for bf16 on the CPU inductor path, torch 2.14).
+    def score_mod(score, b, h, q_idx, kv_idx):
+        dist = (q_idx - kv_idx).abs().to(torch.float32)
+        return score * torch.exp(-alpha[h] * dist)
+
+    return score_mod
+
+
+def _mask_mod(valid, causal):
+    def mask_mod(b, h, q_idx, kv_idx):
+        return valid[b, kv_idx] & ((kv_idx <= q_idx) | ~causal)
+
+    return mask_mod
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+class FlexBackend(Backend):
+    name = "flex"
+    devices = frozenset({"cpu", "cuda"})
+    dtypes = frozenset({torch.float16, torch.bfloat16, torch.float32})
+    supports_decay = True
+    supports_backward = frozenset({"cuda"})  # FlexAttention has no CPU backward
+    description = "compiled FlexAttention: decay as score_mod, causal/padding as block mask"
+
+    def runtime_reasons(self, device):
+        try:
+            import torch.nn.attention.flex_attention  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - torch < 2.5
+            return [f"torch.nn.attention.flex_attention unavailable ({exc})"]
+        if device.type == "cpu":
+            import shutil
+
+            if shutil.which("g++") is None and shutil.which("c++") is None:
+                return ["no C++ compiler found for torch.compile's CPU code generation"]
+        return []
+
+    def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):
+        """Equivalent PyTorch code: ``softmax(exp(-alpha_h |i-j|) * (q k^T * scale) + mask) v``."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        B, H, L, d = q.shape
+        Lb = bucket_length(L)
+        valid = torch.ones(B, Lb, dtype=torch.bool, device=q.device)
+        if key_padding_mask is not None:
+            valid[:, :L] = ~key_padding_mask
+        if Lb != L:
+            valid[:, L:] = False
+            q, k, v = (F.pad(t, (0, 0, 0, Lb - L)) for t in (q, k, v))
+        block_mask = None
+        if causal or key_padding_mask is not None or Lb != L:
+            causal_t = torch.tensor(causal, device=q.device)
+            block_mask = create_block_mask(_mask_mod(valid, causal_t), B, None, Lb, Lb, device=q.device)
+        score_mod = None if decay is None else _decay_score_mod(decay.to(torch.float32))
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
+            out = _compiled()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+        return out[:, :, :L]

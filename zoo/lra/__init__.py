@@ -1,0 +1,1 @@
+"""Long Range Arena: loaders for the official files, tokenisers, caches and offline generators."""
