@@ -47,13 +47,17 @@ def _sync(device: torch.device) -> None:
 
 def time_fwd_bwd(layer, x, reps: int, warmup: int = 1) -> float:
     """Median milliseconds of one forward + backward."""
-    device = x.device
 
     def step():
         layer.zero_grad(set_to_none=True)
         x.grad = None
         layer(x).float().sum().backward()
 
+    return median_ms(step, x.device, reps, warmup)
+
+
+def median_ms(step, device: torch.device, reps: int, warmup: int = 1) -> float:
+    """Median milliseconds of ``step()`` (CUDA events on GPU, wall clock on CPU)."""
     for _ in range(warmup):
         step()
     times = []

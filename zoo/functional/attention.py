@@ -119,7 +119,7 @@ def _validate_options(
             )
         if decay.device != q.device:
             raise ValueError(f"attention: decay is on {decay.device}, q on {q.device}")
-        if bool((decay < 0).any()):
+        if decay.device.type == "cpu" and bool((decay < 0).any()):  # no device sync on GPU
             raise ValueError("attention: decay alphas must be >= 0 (0 = a global head)")
     if not isinstance(pool, int) or pool < 1:
         raise ValueError(f"attention: pool must be an int >= 1 (1 = no pooling), got {pool!r}")
@@ -289,7 +289,7 @@ def make_call(
         heads=H,
         length=Lc,
         head_dim=d,
-        has_decay=decay is not None and bool((decay != 0).any()),
+        has_decay=decay is not None,
         causal=causal,
         has_padding=padded or nb * Lc != L,
         requires_grad=requires_grad,
@@ -370,16 +370,16 @@ def _to_chunks(q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None, C: int)
     B, H, L, d = q.shape
     nb = math.ceil(L / C)
     extra = nb * C - L
-    if pad_mask is None:
-        pad_mask = torch.zeros(B, L, dtype=torch.bool, device=q.device)
-    if extra:
+    if extra:  # the last chunk is short: pad it with masked keys
         q, k, v = (F.pad(t, (0, 0, 0, extra)) for t in (q, k, v))
+        if pad_mask is None:
+            pad_mask = torch.zeros(B, L, dtype=torch.bool, device=q.device)
         pad_mask = F.pad(pad_mask, (0, extra), value=True)
 
     def split(t: Tensor) -> Tensor:
         return t.reshape(B, H, nb, C, t.shape[-1]).transpose(1, 2).reshape(B * nb, H, C, t.shape[-1])
 
-    return split(q), split(k), split(v), pad_mask.reshape(B * nb, C)
+    return split(q), split(k), split(v), None if pad_mask is None else pad_mask.reshape(B * nb, C)
 
 
 def _row_ok(pad_mask: Tensor, causal: bool) -> Tensor:

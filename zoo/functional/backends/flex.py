@@ -46,6 +46,18 @@ def _mask_mod(valid, causal):
 
 
 @functools.lru_cache(maxsize=1)
+def _dynamo_guard_options() -> dict:
+    """Raise the recompile limit and fail (not fall back silently) past it, where torch has the knobs."""
+    import torch._dynamo.config as cfg
+
+    wanted = {"recompile_limit": RECOMPILE_LIMIT, "cache_size_limit": RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+    opts = {k: v for k, v in wanted.items() if hasattr(cfg, k)}
+    if "recompile_limit" in opts:
+        opts.pop("cache_size_limit", None)
+    return opts
+
+
+@functools.lru_cache(maxsize=1)
 def _compiled():
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -87,8 +99,10 @@ class FlexBackend(Backend):
         block_mask = None
         if causal or key_padding_mask is not None or Lb != L:
             causal_t = torch.tensor(causal, device=q.device)
-            block_mask = create_block_mask(_mask_mod(valid, causal_t), B, None, Lb, Lb, device=q.device)
+            block_mask = create_block_mask(
+                _mask_mod(valid, causal_t), B, None, Lb, Lb, device=q.device, _compile=q.device.type == "cuda"
+            )  # compiled on GPU: the eager path evaluates the mask over the whole (B, L, L) grid
         score_mod = None if decay is None else _decay_score_mod(decay.to(torch.float32))
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
+        with torch._dynamo.config.patch(**_dynamo_guard_options()):
             out = _compiled()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
         return out[:, :, :L]
