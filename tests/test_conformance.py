@@ -82,8 +82,10 @@ def test_no_future_leakage_when_causal(name):
     t = 17
     y = layer(x)
     y[:, t].sum().backward()
-    assert x.grad[:, t + 1 :].abs().max() == 0, "output at t depends on inputs after t"
-    assert x.grad[:, : t + 1].abs().max() > 0
+    g = x.grad.abs()
+    assert g[:, : t + 1].max() > 0
+    # exact zero for masked attention; FFT convolutions leave rounding noise (~1e-8 relative)
+    assert g[:, t + 1 :].max() <= 1e-6 * g[:, : t + 1].max(), "output at t depends on inputs after t"
     x2 = x.detach().clone()
     x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
     assert rel_err(layer(x2)[:, : t + 1], y[:, : t + 1].detach()) < 1e-6
@@ -121,3 +123,22 @@ def test_capabilities_declared(name):
         assert isinstance(getattr(cls, attr), bool)
     groups = make(name).param_groups()
     assert groups is None or all("params" in g for g in groups)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_path_matches_the_layers_reference(name, causal):
+    """Where a layer has a separate reference path (materialised attention, Vandermonde +
+    direct-sum convolution), forward equals it on a padded batch."""
+    cls = registry.get(name).cls
+    if causal and not cls.supports_causal:
+        pytest.skip(f"{name} declares supports_causal = False")
+    layer = make(name, causal=causal) if cls.supports_causal else make(name)
+    x = torch.randn(2, L, D)
+    pad = torch.zeros(2, L, dtype=torch.bool)
+    pad[1, 30:] = True
+    try:
+        ref = layer.reference_forward(x, pad)
+    except NotImplementedError:
+        pytest.skip(f"{name} has no separate reference path (its forward is the definition)")
+    assert rel_err(layer(x, pad), ref) < 1e-5

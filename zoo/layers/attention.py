@@ -13,37 +13,35 @@ B", our reading of the paper). Alphas are fixed, not learned, and always fp32.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from registry import register
 from zoo.base import MixerConfig, SequenceMixer, zero_padded
+from zoo.layers._common import config_field
 from zoo.functional.attention import attention, make_call, select_backend
 from zoo.functional.backends import names as backend_names
 
-
-def _f(default, help: str):  # noqa: A002 - dataclass field with a help string
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class AttentionConfig(MixerConfig):
     """Multi-head softmax attention with optional LaS decay, row pooling and chunking."""
 
-    n_heads: int = _f(8, "attention heads; d_model must be divisible by it")
-    causal: bool = _f(False, "attend to positions <= i only (the paper's LMs); LRA classifiers use False")
-    decay: bool = _f(False, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
-    alpha_max: float = _f(0.5, "largest decay rate (the paper's bound B in (0, 1))")
-    alpha_min: float = _f(0.01, "smallest non-zero decay rate of the log-spaced schedule")
-    global_heads: int = _f(1, "heads with alpha 0 (no decay)")
-    pool_size: int = _f(1, "row average-pooling window over keys after the softmax (1 = off)")
-    count_include_pad: bool = _f(True, "pooling divides by pool_size (True) or by keys inside the sequence")
-    chunk_size: int = _f(0, "attend only within chunks of this many positions (0 = global)")
-    qkv_bias: bool = _f(True, "bias in the q/k/v projection")
-    dropout: float = _f(0.0, "dropout on the output projection")
-    backend: str = _f("auto", "attention kernel: auto | " + " | ".join(["xformers", "sdpa", "flex", "reference"]))
+    n_heads: int = config_field(8, "attention heads; d_model must be divisible by it")
+    causal: bool = config_field(False, "attend to positions <= i only (the paper's LMs); LRA classifiers use False")
+    decay: bool = config_field(False, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
+    alpha_max: float = config_field(0.5, "largest decay rate (the paper's bound B in (0, 1))")
+    alpha_min: float = config_field(0.01, "smallest non-zero decay rate of the log-spaced schedule")
+    global_heads: int = config_field(1, "heads with alpha 0 (no decay)")
+    pool_size: int = config_field(1, "row average-pooling window over keys after the softmax (1 = off)")
+    count_include_pad: bool = config_field(True, "pooling divides by pool_size (True) or by keys inside the sequence")
+    chunk_size: int = config_field(0, "attend only within chunks of this many positions (0 = global)")
+    qkv_bias: bool = config_field(True, "bias in the q/k/v projection")
+    dropout: float = config_field(0.0, "dropout on the output projection")
+    backend: str = config_field("auto", "attention kernel: auto | " + " | ".join(["xformers", "sdpa", "flex", "reference"]))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,29 +80,29 @@ class VanillaConfig(AttentionConfig):
 class LocalConfig(AttentionConfig):
     """Local attention: exponentially decaying logits per head (LaS without pooling)."""
 
-    decay: bool = _f(True, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
+    decay: bool = config_field(True, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
 
 
 @dataclass
 class SmoothConfig(AttentionConfig):
     """Smoothed attention: rows of the attention matrix average-pooled (LaS without decay)."""
 
-    pool_size: int = _f(3, "row average-pooling window over keys after the softmax (1 = off)")
+    pool_size: int = config_field(3, "row average-pooling window over keys after the softmax (1 = off)")
 
 
 @dataclass
 class LaSConfig(AttentionConfig):
     """LaS attention: decayed logits and smoothed rows (Zimerman & Wolf, ICML 2024)."""
 
-    decay: bool = _f(True, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
-    pool_size: int = _f(3, "row average-pooling window over keys after the softmax (1 = off)")
+    decay: bool = config_field(True, "multiply logits by exp(-alpha_h |i-j|) before the softmax (ELD)")
+    pool_size: int = config_field(3, "row average-pooling window over keys after the softmax (1 = off)")
 
 
 @dataclass
 class LaSChunkConfig(LaSConfig):
     """LaS-chunk attention: LaS inside fixed chunks of the sequence, linear in L."""
 
-    chunk_size: int = _f(256, "attend only within chunks of this many positions (0 = global)")
+    chunk_size: int = config_field(256, "attend only within chunks of this many positions (0 = global)")
 
 
 def decay_schedule(n_heads: int, global_heads: int, alpha_min: float, alpha_max: float) -> list[float]:

@@ -1,0 +1,167 @@
+"""FFT convolution vs its definition (the direct sum), precision policy, and argument checks."""
+
+import pytest
+import torch
+
+from conftest import rel_err
+from zoo.functional.fftconv import conv_matrix, fftconv, fftconv_reference, next_fast_len
+
+LENGTHS = [1, 2, 7, 64, 100, 257]
+
+
+def loop_conv(u: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The module docstring's sums, written out position by position (fp64)."""
+    u, k = u.double(), k.double()
+    L = u.shape[-1]
+    y = torch.zeros_like(u)
+    for i in range(L):
+        for j in range(L):
+            if j <= i:
+                y[..., i] += (k if causal else k[0])[:, i - j] * u[..., j]
+            elif not causal:
+                y[..., i] += k[1][:, j - i - 1] * u[..., j]
+    return y
+
+
+def kernels(H: int, L: int, causal: bool, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn((H, L) if causal else (2, H, L), dtype=dtype)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("L", [1, 2, 5, 13])
+def test_reference_is_the_documented_sum(causal, L):
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    k = kernels(3, L, causal, torch.float64)
+    assert rel_err(fftconv_reference(u, k, causal), loop_conv(u, k, causal)) < 1e-12
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("L", LENGTHS)
+def test_fft_matches_direct_sum_fp32(causal, L):
+    u = torch.randn(3, 4, L)
+    k = kernels(4, L, causal)
+    y = fftconv(u, k, causal=causal)
+    assert y.dtype == torch.float32 and y.shape == u.shape
+    assert rel_err(y, fftconv_reference(u.double(), k.double(), causal)) < 1e-5
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_fft_matches_direct_sum_fp64_and_gradients(causal):
+    L = 50
+    u = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)
+    k = kernels(3, L, causal, torch.float64).requires_grad_()
+    dy = torch.randn(2, 3, L, dtype=torch.float64)
+    y = fftconv(u, k, causal=causal)
+    assert y.dtype == torch.float64  # float64 inputs are computed in float64
+    y_ref = fftconv_reference(u, k, causal)
+    assert rel_err(y, y_ref) < 1e-12
+    g = torch.autograd.grad(y, (u, k), dy)
+    g_ref = torch.autograd.grad(y_ref, (u, k), dy)
+    for a, b in zip(g, g_ref):
+        assert rel_err(a, b) < 1e-12
+
+
+def test_causal_output_ignores_the_future():
+    """Up to FFT round-off, which scales with the largest value in the whole sequence."""
+    L, t = 64, 20
+    u = torch.randn(2, 3, L)
+    k = kernels(3, L, True)
+    u2 = u.clone()
+    u2[..., t + 1 :] = 100 * torch.randn_like(u2[..., t + 1 :])
+    y, y2 = fftconv(u, k), fftconv(u2, k)
+    assert (y2[..., : t + 1] - y[..., : t + 1]).abs().max() < 1e-6 * y2.abs().max()
+    assert rel_err(y2[..., t + 1 :], y[..., t + 1 :]) > 1e-1
+
+
+def test_backward_kernel_starts_at_lag_one():
+    """An impulse at j: forward kernel at i >= j (lag 0 included), backward kernel at i < j from k[1][0]."""
+    L, j = 9, 4
+    u = torch.zeros(1, 1, L, dtype=torch.float64)
+    u[..., j] = 1.0
+    k = torch.stack([torch.arange(1.0, L + 1), -torch.arange(1.0, L + 1)]).double()[:, None, :]  # (2, 1, L)
+    y = fftconv(u, k, causal=False)[0, 0]
+    expected = [-(j - i) for i in range(j)] + [i - j + 1 for i in range(j, L)]
+    assert torch.allclose(y, torch.tensor(expected, dtype=torch.float64), atol=1e-12)
+
+
+def test_conv_matrix_is_toeplitz():
+    k = kernels(2, 6, False, torch.float64)
+    T = conv_matrix(k, causal=False)
+    for i in range(6):
+        for j in range(6):
+            want = k[0, :, i - j] if j <= i else k[1, :, j - i - 1]
+            assert torch.equal(T[:, i, j], want)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_bf16_input_is_computed_in_fp32(causal):
+    L = 300
+    u = torch.randn(2, 4, L).bfloat16()
+    k = kernels(4, L, causal)
+    y = fftconv(u, k, causal=causal)
+    assert y.dtype == torch.bfloat16
+    # the same fp32 computation, rounded once at the end: identical bits
+    assert torch.equal(y, fftconv(u.float(), k, causal=causal).bfloat16())
+    assert rel_err(y, fftconv_reference(u.double(), k.double(), causal)) < 1e-2
+    # a bf16 kernel too
+    k16 = k.bfloat16()
+    assert torch.equal(fftconv(u, k16, causal=causal), fftconv(u.float(), k16.float(), causal=causal).bfloat16())
+
+
+def test_ffts_run_in_fp32_under_autocast_and_for_bf16(monkeypatch):
+    seen = []
+    for name in ("rfft", "irfft"):
+        original = getattr(torch.fft, name)
+
+        def spy(x, *args, _original=original, **kwargs):
+            seen.append(x.dtype)
+            return _original(x, *args, **kwargs)
+
+        monkeypatch.setattr(torch.fft, name, spy)
+    u, k = torch.randn(2, 3, 40), torch.randn(3, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fftconv(u, k)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, fftconv(u, k))  # autocast changes nothing
+    fftconv(u.bfloat16(), k.bfloat16(), causal=True)
+    assert seen and set(seen) <= {torch.float32, torch.complex64}, seen
+
+
+def test_next_fast_len():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 400):
+        m = next_fast_len(n)
+        assert m >= n and m % 2 == 0 and smooth(m)
+        assert not any(smooth(c) for c in range(max(n, 2), m) if c % 2 == 0), (n, m)
+    assert next_fast_len(2 * 65536) == 2 * 65536
+
+
+def test_bad_arguments_raise_clearly():
+    u = torch.randn(2, 3, 10)
+    with pytest.raises(ValueError, match=r"\(B, H, L\)"):
+        fftconv(torch.randn(3, 10), torch.randn(3, 10))
+    with pytest.raises(ValueError, match=r"\(2, H, L\)"):
+        fftconv(u, torch.randn(3, 10), causal=False)
+    with pytest.raises(ValueError, match=r"\(3, 10\)"):
+        fftconv(u, torch.randn(3, 9))
+    with pytest.raises(TypeError, match="floating point"):
+        fftconv(u.long(), torch.randn(3, 10))
+    with pytest.raises(ValueError, match=r"\(3, 10\)"):
+        fftconv_reference(u, torch.randn(4, 10))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_cuda_matches_reference(causal):
+    L = 1000
+    u = torch.randn(2, 8, L, device="cuda")
+    k = kernels(8, L, causal).cuda()
+    ref = fftconv_reference(u.double(), k.double(), causal)
+    assert rel_err(fftconv(u, k, causal=causal), ref) < 1e-5
+    y16 = fftconv(u.bfloat16(), k, causal=causal)
+    assert y16.dtype == torch.bfloat16 and rel_err(y16, ref) < 1e-2
