@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from zoo.base import SequenceMixer, zero_padded
@@ -23,10 +24,17 @@ class ConvBlock(SequenceMixer):
 
         y = GLU(Linear(dropout(act(k * u + D u))))
 
-    Subclasses set ``self.D (H,)``, ``self.activation``, ``self.drop``, ``self.out`` (H -> 2H),
-    and provide ``kernel(L)`` (a method or a submodule; ``(K, H, L)`` float32, K = 1 causal or 2 bidirectional) and
+    The config needs ``d_model``, ``causal``, ``activation`` and ``dropout``. Subclasses provide ``kernel(L)`` (a method or a submodule; ``(K, H, L)`` float32, K = 1 causal or 2 bidirectional) and
     ``reference_kernel(L)`` (the same kernel by its definition).
     """
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        H = config.d_model
+        self.D = nn.Parameter(torch.randn(H))  # (H,) skip connection
+        self.activation = ACTIVATIONS[config.activation]()
+        self.drop = nn.Dropout(config.dropout)
+        self.out = nn.Linear(H, 2 * H)  # followed by GLU
 
     # ``kernel`` is not declared here: a subclass may provide it as a method or as a submodule.
 

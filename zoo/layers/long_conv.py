@@ -176,10 +176,6 @@ class LongConv(ConvBlock):
         self.kernel = LongConvKernel(
             H, config.max_len, 1 if config.causal else 2, config.squash_lambda, config.smooth_window, config.kernel_dropout
         )
-        self.D = nn.Parameter(torch.randn(H))  # (H,)
-        self.activation = ACTIVATIONS[config.activation]()
-        self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(H, 2 * H)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The kernel: ``lr=config.kernel_lr``, ``weight_decay=0``; the rest: the defaults."""

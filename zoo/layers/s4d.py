@@ -97,10 +97,6 @@ class S4D(ConvBlock):
         self.log_A_real = nn.Parameter(log_A_real)  # (H, N/2)
         self.A_imag = nn.Parameter(A_imag)  # (H, N/2)
         self.C = nn.Parameter(torch.view_as_real(torch.randn(n_kernels, H, N // 2, dtype=torch.cfloat)))  # (K, H, N/2, 2)
-        self.D = nn.Parameter(torch.randn(H))  # (H,)
-        self.activation = ACTIVATIONS[config.activation]()
-        self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(H, 2 * H)
 
     def kernel(self, L: int) -> Tensor:
         """The SSM convolution kernels ``(K, H, L)`` in float32 (chunked generation)."""
