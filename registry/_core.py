@@ -340,7 +340,9 @@ def describe(name: str) -> str:
         lines.append(f"  {entry.summary}")
     caps = []
     for attr in ("complexity", "supports_causal", "supports_padding_mask", "needs_max_len"):
-        if hasattr(entry.cls, attr):
+        if attr == "complexity" and hasattr(entry.cls, "complexity_for"):
+            caps.append(f"complexity={entry.cls.complexity_for(entry.config_class())}")
+        elif hasattr(entry.cls, attr):
             caps.append(f"{attr}={getattr(entry.cls, attr)}")
     if caps:
         lines.append("  capabilities: " + ", ".join(caps))

@@ -64,6 +64,12 @@ class SequenceMixer(nn.Module):
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def complexity_for(cls, config: MixerConfig) -> str:
+        """The complexity of the layer built from ``config`` (defaults to the class attribute;
+        a class whose cost depends on a field, like chunked attention, overrides this)."""
+        return cls.complexity
+
     def param_groups(self) -> list[dict[str, Any]] | None:
         """Optimizer parameter groups with per-group options, or None for the defaults."""
         return None

@@ -34,7 +34,8 @@ def _cmd_list(args) -> int:
         return 1
     rows = [("name", "complexity", "causal", "source", "summary")]
     for e in entries:
-        rows.append((e.name, getattr(e.cls, "complexity", "?"), "yes" if getattr(e.cls, "supports_causal", False) else "no",
+        complexity = e.cls.complexity_for(e.config_class()) if hasattr(e.cls, "complexity_for") else getattr(e.cls, "complexity", "?")
+        rows.append((e.name, complexity, "yes" if getattr(e.cls, "supports_causal", False) else "no",
                      "builtin" if e.source == "builtin" else e.source, e.summary))
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:

@@ -333,6 +333,12 @@ def attention(
     Returns:
         ``(B, H, L, d)`` in the dtype of ``q``. Semantics: :func:`attention_reference`.
 
+    Every backend but a forced ``"reference"`` runs after the exact identities: chunks become
+    batch entries and pooling is applied to V, so the kernel only sees plain (decayed) softmax
+    attention. When ``auto`` falls back to the reference kernel (e.g. decay with gradients on
+    CPU, where FlexAttention has no backward), it too runs per chunk after the identities;
+    ``backend="reference"`` materialises the whole definition instead.
+
     Raises:
         BackendUnavailable: a forced backend cannot run the call (every reason listed).
     """

@@ -124,8 +124,8 @@ def decay_schedule(n_heads: int, global_heads: int, alpha_min: float, alpha_max:
 class MultiHeadAttention(SequenceMixer):
     """Projections around the attention core: ``x -> qkv -> attention -> out``.
 
-    Complexity is quadratic in L; ``las_chunk`` (chunk_size > 0) is linear, which generic code
-    reads from :attr:`complexity` on the instance.
+    Complexity is quadratic in L; with ``chunk_size > 0`` (``las_chunk``) it is linear:
+    :meth:`complexity_for` and the instance's :attr:`complexity` say so.
     """
 
     supports_causal = True
@@ -137,8 +137,7 @@ class MultiHeadAttention(SequenceMixer):
         super().__init__(config)
         self.n_heads = config.n_heads
         self.head_dim = config.d_model // config.n_heads
-        if config.chunk_size:
-            self.complexity = "L"
+        self.complexity = self.complexity_for(config)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.qkv_bias)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.drop = nn.Dropout(config.dropout)
@@ -147,6 +146,10 @@ class MultiHeadAttention(SequenceMixer):
             if config.decay
             else None
         )
+
+    @classmethod
+    def complexity_for(cls, config: AttentionConfig) -> str:
+        return "L" if config.chunk_size else "L^2"
 
     def alphas(self, device: torch.device) -> Tensor | None:
         """The fp32 per-head decay rates ``(H,)`` (None without decay)."""
