@@ -1,4 +1,6 @@
 # Two commands on a fresh machine:  `make run` (main job, CPU, minutes)  and  `make test`.
+# `make run`: train the embedded ListOps smoke experiment (generated data, no download), then
+# compare every registered layer side by side; results under runs/.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -21,7 +23,8 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/zoo compare --quick
+	$(BIN)/zoo train listops_small --out runs
+	$(BIN)/zoo compare --quick --out runs/compare
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)

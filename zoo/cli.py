@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list / describe / info / compare / data.
+"""The ``zoo`` command: list / describe / info / compare / train / data.
 
 Every layer is addressed by its registry name; fields are overridden with ``key=value`` pairs
 (OmegaConf dotlist syntax), e.g. ``zoo describe las n_heads=4 causal=true``.
@@ -18,6 +18,8 @@ examples:
   zoo info                          which attention backends run here, and why the others do not
   zoo compare --quick               forward+backward side by side on CPU (what `make run` does)
   zoo compare --layers vanilla las s4d --lengths 1024 4096 --device cuda --dtype bf16 --out runs/cmp
+  zoo train listops_small             train an LRA experiment (configs/experiments/), resumable
+  zoo train listops layer=las n_layers=6 --data-root ~/lra
   zoo data generate listops --out data/   (offline LRA data; `zoo data --help`)
 
 Plugins: third-party layers register through the entry-point group `zoo.layers`;
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="Long-range sequence mixers (attention, LaS, S4D, long convolutions) behind one "
-        "registry: list, configure, inspect kernels, benchmark side by side, prepare LRA data.",
+        "registry: list, configure, inspect kernels, benchmark side by side, train on LRA, prepare LRA data.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -154,12 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for compare.md / compare.json / compare.png")
     p.set_defaults(func=_cmd_compare)
 
-    import importlib.util
+    from zoo.lra.cli import add_data_parser
+    from zoo.lra.train import add_train_parser
 
-    if importlib.util.find_spec("zoo.lra.cli") is not None:
-        from zoo.lra.cli import add_data_parser
-
-        add_data_parser(sub)
+    add_train_parser(sub)
+    add_data_parser(sub)
     return parser
 
 

@@ -1,0 +1,279 @@
+"""The LRA trainer and the models: every registered layer in the encoder, training, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import registry
+from zoo.lra.train import (
+    ExperimentConfigError,
+    TrainingDiverged,
+    build_optimizer,
+    load_experiment,
+    param_groups,
+    run_experiment,
+)
+from zoo.models import ModelConfig, build_model
+
+TINY_MODEL = {"d_model": 16, "n_layers": 2, "mlp_ratio": 2.0, "dropout": 0.1, "drop_path": 0.1}
+
+
+def _mask(B: int, L: int) -> torch.Tensor:
+    m = torch.zeros(B, L, dtype=torch.bool)
+    m[1, L // 2:] = True  # the second sequence is half padding
+    return m
+
+
+# ------------------------------------------------------------------ every layer in the model
+
+
+@pytest.mark.parametrize("name", registry.list())
+@pytest.mark.parametrize("inputs", ["tokens", "floats", "pair"])
+def test_every_layer_forward_backward(name, inputs):
+    cfg = ModelConfig(**TINY_MODEL, pos_emb="learned")
+    vocab = None if inputs == "floats" else 11
+    model = build_model(cfg, {"name": name}, n_classes=3, max_len=16, vocab_size=vocab,
+                        n_inputs=2 if inputs == "pair" else 1)
+    B, L = 2, 12
+    x = torch.randn(B, L) if inputs == "floats" else torch.randint(1, 11, (B, L))
+    mask = _mask(B, L)
+    xs, masks = ([x, x.flip(1)], [mask, mask.flip(1)]) if inputs == "pair" else ([x], [mask])
+    logits = model(xs, masks)
+    assert logits.shape == (B, 3) and torch.isfinite(logits).all()
+    logits.logsumexp(-1).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # padded positions do not influence the prediction (eval mode: no dropout)
+    model.eval()
+    x2 = x.clone()
+    if inputs == "floats":
+        x2[1, L // 2:] = 123.0
+    else:
+        x2[1, L // 2:] = 7
+    xs2 = [x2, x.flip(1)] if inputs == "pair" else [x2]
+    torch.testing.assert_close(model(xs, masks), model(xs2, masks), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_config_gets_d_model_and_max_len():
+    for name in registry.list():
+        model = build_model(ModelConfig(d_model=24, n_layers=1), {"name": name, "d_model": 999}, n_classes=2,
+                            max_len=40, vocab_size=5)
+        block = model.encoder.blocks[0]
+        assert block.mixer.config.d_model == 24
+        if type(block.mixer).needs_max_len:
+            assert block.mixer.config.max_len == 40
+
+
+# ------------------------------------------------------------------ synthetic data with the LRADataset interface
+
+
+class Synthetic(torch.utils.data.Dataset):
+    """Label = the token that fills the (variable-length, padded) sequence: learnable in a few steps."""
+
+    is_pair = False
+    has_padding = True
+
+    def __init__(self, n: int, seed: int, n_classes: int = 4, max_len: int = 16, nan: bool = False):
+        g = torch.Generator().manual_seed(seed)
+        self.n_classes, self.max_len, self.vocab_size = n_classes, max_len, n_classes + 1
+        self.labels = torch.randint(0, n_classes, (n,), generator=g)
+        lengths = torch.randint(3, max_len + 1, (n,), generator=g)
+        self.x = torch.zeros(n, max_len, dtype=torch.long)
+        for i in range(n):
+            self.x[i, : lengths[i]] = self.labels[i] + 1
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.labels[i])
+
+    def collate_fn(self, trim=True):
+        from zoo.lra.dataset import collate
+
+        return lambda batch: collate(batch, trim=trim, has_padding=True)
+
+    def padding_mask(self, tokens):
+        return tokens.eq(0)
+
+
+def _synthetic():
+    return {"train": Synthetic(64, 0), "val": Synthetic(32, 1), "test": Synthetic(32, 2)}
+
+
+def _exp(layer="vanilla", **over):
+    cfg = {
+        "task": {"name": "listops", "options": {"max_len": 16}},
+        "layer": {"name": layer},
+        "model": {"d_model": 16, "n_layers": 1, "pos_emb": "none", "dropout": 0.1},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "sched": "cosine"},
+        "train": {"epochs": 3, "batch_size": 8, "checkpoint_every": 1, "log_every": 1, "progress": False},
+    }
+    return cfg
+
+
+def test_loss_decreases_on_easy_task(tmp_path):
+    summary = run_experiment(_exp(), ["optim.lr=1e-2", "train.epochs=4"], out=tmp_path, datasets=_synthetic())
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(train) == summary["steps"] == 32
+    first, last = sum(train[:4]) / 4, sum(train[-4:]) / 4
+    assert last < 0.5 * first, (first, last)
+    assert summary["best_val_acc"] >= 0.9 and summary["test_acc"] >= 0.9
+    for f in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.jsonl", "curve.png", "summary.json"):
+        assert (tmp_path / "run" / f).is_file(), f
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "complete"
+
+
+# ------------------------------------------------------------------ resume
+
+
+def test_resume_is_exact(tmp_path):
+    exp = _exp(layer="s4d")
+    a = run_experiment(exp, ["train.epochs=1"], out=tmp_path / "a", max_steps=2, datasets=_synthetic())
+    assert a["steps"] == 2 and a["status"].startswith("stopped")
+    b = run_experiment(exp, ["train.epochs=1"], out=tmp_path / "a", max_steps=5, datasets=_synthetic())
+    c = run_experiment(exp, ["train.epochs=1"], out=tmp_path / "c", max_steps=5, datasets=_synthetic())
+    assert b["steps"] == c["steps"] == 5
+    sa = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)
+    sc = torch.load(tmp_path / "c" / "run" / "checkpoint.pt", weights_only=False)
+    for k in sc["model"]:
+        assert torch.equal(sa["model"][k], sc["model"][k]), k
+    assert sa["optimizer"]["param_groups"][0]["lr"] == sc["optimizer"]["param_groups"][0]["lr"]
+    ma = [json.loads(r) for r in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    mc = [json.loads(r) for r in (tmp_path / "c" / "run" / "metrics.jsonl").read_text().splitlines()]
+    la = [(r["step"], r["loss"]) for r in ma if r["kind"] == "train"]
+    lc = [(r["step"], r["loss"]) for r in mc if r["kind"] == "train"]
+    assert la == lc  # no duplicated or lost records, same losses
+
+
+def test_resume_across_epoch_boundary_and_config_mismatch(tmp_path):
+    exp = _exp()
+    run_experiment(exp, [], out=tmp_path / "a", max_steps=7, datasets=_synthetic())  # 8 steps / epoch
+    full_a = run_experiment(exp, [], out=tmp_path / "a", max_steps=10, datasets=_synthetic())
+    full_c = run_experiment(exp, [], out=tmp_path / "c", max_steps=10, datasets=_synthetic())
+    assert full_a["best_val_acc"] == full_c["best_val_acc"] and full_a["test_acc"] == full_c["test_acc"]
+    with pytest.raises(ExperimentConfigError, match="different config.*optim.lr"):
+        run_experiment(exp, ["optim.lr=0.5"], out=tmp_path / "a", datasets=_synthetic())
+
+
+# ------------------------------------------------------------------ failures
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    ds = _synthetic()
+    with pytest.raises(TrainingDiverged, match=r"non-finite .* at step \d+ .*last good checkpoint") as info:
+        run_experiment(_exp(), ["optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0", "optim.sched=none",
+                                "train.epochs=3"], out=tmp_path, datasets=ds)
+    step = int(str(info.value).split(" at step ")[1].split()[0])
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == step - 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_unknown_keys_raise_with_valid_keys():
+    base = _exp()
+    with pytest.raises(ExperimentConfigError, match=r"model\.n_layer'.*Did you mean 'model\.n_layers'"):
+        load_experiment(base, ["model.n_layer=3"])
+    with pytest.raises(ExperimentConfigError, match=r"Valid keys of optim: .*optim\.lr"):
+        load_experiment(base, ["optim.learning_rate=3"])
+    with pytest.raises(ExperimentConfigError, match="unknown config key 'trian'"):
+        load_experiment(base, ["trian.epochs=3"])
+    with pytest.raises(ExperimentConfigError, match="n_head.*Did you mean 'n_heads'"):
+        load_experiment(base, ["layer.n_head=3"])
+    with pytest.raises(ExperimentConfigError, match="task.options.*valid keys"):
+        load_experiment(base, ["task.options.maxlen=3"])
+    with pytest.raises(ExperimentConfigError, match="model.pos_emb"):
+        load_experiment(base, ["model.pos_emb=rope"])
+    # swapping the layer replaces the section (vanilla's fields do not leak into s4d)
+    cfg = load_experiment({**base, "layer": {"name": "vanilla", "n_heads": 2}}, ["layer=s4d", "layer.d_state=8"])
+    assert cfg.layer.name == "s4d" and cfg.layer.d_state == 8 and "n_heads" not in cfg.layer
+
+
+def test_shipped_experiments_and_tasks_load():
+    from zoo.lra.train import available_experiments
+
+    names = available_experiments()
+    assert "listops_small" in names
+    for name in names:
+        load_experiment(name)
+    for task in ("listops", "text", "retrieval", "image", "pathfinder", "pathx"):
+        assert load_experiment(_exp(), [f"task={task}"]).task.name == task
+
+
+# ------------------------------------------------------------------ param groups
+
+
+def test_param_groups_are_honoured():
+    cfg = load_experiment(_exp(layer="s4d"), ["layer.lr=0.0007", "optim.lr=0.01", "optim.weight_decay=0.05"])
+    model = build_model(ModelConfig(**OmegaConf.to_container(cfg.model)), cfg.layer, n_classes=4, max_len=16,
+                        vocab_size=5)
+    opt = build_optimizer(model, cfg.optim)
+    ssm = [g for g in opt.param_groups if g["lr"] == pytest.approx(0.0007)]
+    assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0
+    ssm_ids = {id(p) for p in ssm[0]["params"]}
+    for mixer in model.mixers():
+        assert {id(mixer.log_dt), id(mixer.log_A_real), id(mixer.A_imag)} <= ssm_ids
+    decay = [g for g in opt.param_groups if g.get("name") == "decay"][0]
+    assert decay["lr"] == 0.01 and decay["weight_decay"] == 0.05
+    # every parameter is in exactly one group
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    # a mixer without the hook: only the default groups
+    plain = build_model(ModelConfig(d_model=16, n_layers=1), {"name": "vanilla"}, n_classes=2, max_len=8, vocab_size=5)
+    assert {g["name"] for g in param_groups(plain, 0.1)} == {"decay", "no_decay"}
+
+
+# ------------------------------------------------------------------ real loaders (tiny official-format data)
+
+
+@pytest.mark.parametrize("task,over", [("listops", []), ("retrieval", []), ("image", ["task.options.pixels=signed"])])
+def test_tiny_lra_tasks_train(tmp_path_factory, task, over):
+    from zoo.lra.testing import tiny_lra
+
+    root = tmp_path_factory.getbasetemp() / "tiny_lra"
+    if not root.exists():
+        tiny_lra(root)
+    out = tmp_path_factory.mktemp(f"runs_{task}")
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    exp = {"task": task, "layer": {"name": "s4d", "d_state": 4}, "model": {"d_model": 16, "n_layers": 1},
+           "train": {"epochs": 1, "batch_size": 16, "progress": False}}
+    options = {"retrieval": ["task.options.max_len=300"], "image": ["task.options.val_size=40"]}.get(task, [])
+    s = run_experiment(exp, [*over, *options, f"data.cache_dir={cache}"], out=out, data_root=str(root))
+    assert s["steps"] == s["total_steps"] >= 1 and 0.0 <= s["test_acc"] <= 1.0
+    assert s["data_source"].startswith("files under")
+
+
+def test_listops_generated_when_missing_and_hint_otherwise(tmp_path):
+    from zoo.lra.common import TaskNotFoundError
+
+    exp = {"task": "listops", "layer": "vanilla", "model": {"d_model": 16, "n_layers": 1},
+           "train": {"epochs": 1, "batch_size": 32, "progress": False}}
+    over = [f"data.root={tmp_path / 'empty'}", f"data.cache_dir={tmp_path / 'cache'}", "task.options.max_len=64"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TaskNotFoundError, match="zoo data generate listops"):
+        run_experiment(exp, over, out=tmp_path / "runs")
+    gen = ["data.generate_if_missing=true", "data.generate.n_train=64", "data.generate.n_val=16",
+           "data.generate.n_test=16", "data.generate.max_depth=3", "data.generate.min_length=4",
+           "data.generate.max_length=64"]
+    s = run_experiment(exp, over + gen, out=tmp_path / "runs")
+    assert s["data_source"].startswith("GENERATED") and s["sizes"] == {"train": 64, "val": 16, "test": 16}
+
+
+def test_cli_train_parser(tmp_path, capsys):
+    import argparse
+
+    from zoo.lra.train import add_train_parser
+
+    parser = argparse.ArgumentParser(prog="zoo")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "no_such_experiment", "--out", str(tmp_path)])
+    assert args.func(args) == 2
+    assert "no experiment 'no_such_experiment'" in capsys.readouterr().err
+    args = parser.parse_args(["train", "listops_small", "model.n_layer=2", "--out", str(tmp_path)])
+    assert args.func(args) == 2
+    assert "Did you mean 'model.n_layers'" in capsys.readouterr().err

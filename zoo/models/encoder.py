@@ -1,0 +1,282 @@
+"""Encoder and heads for sequence classification: one model for every registered mixer.
+
+    Block:    x = x + DropPath(mixer(LN(x), mask));  x = x + DropPath(Mlp(LN(x)))      (pre-norm)
+    Encoder:  tokens (B, L) int  -> Embedding   \\
+              pixels (B, L) float -> Linear(1, D) -> [+ positions] -> N blocks -> LN -> masked pool -> (B, D)
+    Heads:    ClassificationHead  (B, D) -> (B, C)
+              RetrievalHead       [u, v, u*v, u-v] (B, 4D) -> Mlp -> (B, C)   (LRA's dual encoder)
+
+The mixer of every block is built by the registry from a layer config (``name`` + fields); the
+encoder injects ``d_model`` from :class:`ModelConfig` and ``max_len`` when the layer declares
+``needs_max_len``. Nothing here knows any layer name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from timm.layers import DropPath, Mlp
+from torch import Tensor, nn
+
+import registry
+from zoo.base import zero_padded
+
+__all__ = [
+    "Block",
+    "ClassificationHead",
+    "Classifier",
+    "Encoder",
+    "ModelConfig",
+    "RetrievalHead",
+    "build_model",
+    "resolve_layer_config",
+]
+
+NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
+POS_EMBS = ("none", "learned", "sinusoidal")
+POOLINGS = ("mean", "max")
+
+
+def _help(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ModelConfig:
+    """Encoder + head sizes (the mixer itself is the separate layer config)."""
+
+    d_model: int = _help(128, "model width D; injected into the layer config")
+    n_layers: int = _help(4, "number of blocks")
+    mlp_ratio: float = _help(2.0, "hidden width of the block MLP (and of the retrieval head) / D")
+    dropout: float = _help(0.0, "dropout after the embedding, in the MLPs and before the head")
+    drop_path: float = _help(0.0, "stochastic depth rate of the last block (linearly increasing from 0)")
+    norm: str = _help("layernorm", "layernorm | rmsnorm")
+    pos_emb: str = _help("learned", "none | learned | sinusoidal (added to the input embedding)")
+    pooling: str = _help("mean", "mean | max over valid (non-padding) positions")
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.n_layers <= 0:
+            raise ValueError(f"d_model and n_layers must be positive, got {self.d_model}, {self.n_layers}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        for name, value, options in (("norm", self.norm, tuple(NORMS)), ("pos_emb", self.pos_emb, POS_EMBS),
+                                     ("pooling", self.pooling, POOLINGS)):
+            if value not in options:
+                raise ValueError(f"model.{name}={value!r}: choose one of {', '.join(options)}")
+        for name in ("dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name}={getattr(self, name)}: must lie in [0, 1)")
+
+
+def resolve_layer_config(layer: Any, d_model: int, max_len: int | None) -> DictConfig:
+    """The layer config (``name`` + fields) with ``d_model`` and, if the layer needs it, ``max_len``.
+
+    ``layer`` is a registry name, a mapping / DictConfig with ``name``. The result is validated by
+    the registry (unknown keys and wrong types raise with the valid keys listed).
+    """
+    if isinstance(layer, str):
+        cfg = OmegaConf.create({"name": layer})
+    elif isinstance(layer, DictConfig):
+        cfg = OmegaConf.create(OmegaConf.to_container(layer, resolve=True))
+    elif isinstance(layer, Mapping):
+        cfg = OmegaConf.create(dict(layer))
+    else:
+        raise TypeError(f"layer config must be a name or a mapping with `name:`, got {type(layer).__name__}")
+    if "name" not in cfg:
+        raise registry.ConfigError(f"layer config {OmegaConf.to_container(cfg)} has no `name:` key")
+    entry = registry.get(cfg.name)
+    cfg.d_model = d_model
+    if getattr(entry.cls, "needs_max_len", False):
+        if max_len is None:
+            raise ValueError(f"layer {cfg.name!r} needs max_len (fixed-length kernel): pass the task's max_len")
+        cfg.max_len = int(max_len)
+    registry.make_config(cfg)  # validate now, with the layer's name in every message
+    return cfg
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``x + DropPath(mixer(norm(x)))``, then ``x + DropPath(Mlp(norm(x)))``."""
+
+    def __init__(self, layer: Any, d_model: int, *, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 drop_path: float = 0.0, norm: str = "layernorm", max_len: int | None = None) -> None:
+        super().__init__()
+        self.layer_config = resolve_layer_config(layer, d_model, max_len)
+        self.norm1 = NORMS[norm](d_model)
+        self.mixer = registry.build(self.layer_config)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = NORMS[norm](d_model)
+        self.mlp = Mlp(d_model, hidden_features=int(round(d_model * mlp_ratio)), drop=dropout)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path1(self.mixer(self.norm1(x), key_padding_mask=key_padding_mask))  # (B, L, D)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, L, D)
+        return zero_padded(x, key_padding_mask)  # padded positions stay exactly 0 between blocks
+
+
+def sinusoidal_positions(max_len: int, d_model: int) -> Tensor:
+    """The fixed sine/cosine table of Vaswani et al. (2017), ``(max_len, d_model)``."""
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (L, 1)
+    inv = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))  # (D/2,)
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+    return table  # (L, D)
+
+
+class Encoder(nn.Module):
+    """Embedding -> [positions] -> ``n_layers`` blocks -> final norm -> pooled ``(B, D)``.
+
+    Args:
+        config: the :class:`ModelConfig`.
+        layer: the layer config (registry name or mapping with ``name`` + fields).
+        vocab_size: token inputs ``(B, L)`` int64 use an embedding of this size; ``None`` means float
+            inputs ``(B, L)`` or ``(B, L, in_features)`` through a Linear.
+        max_len: the longest input (positional table; ``max_len`` of layers that need it).
+        in_features: features per position of float inputs.
+    """
+
+    def __init__(self, config: ModelConfig, layer: Any, *, vocab_size: int | None, max_len: int,
+                 in_features: int = 1) -> None:
+        super().__init__()
+        self.config = config
+        self.max_len = max_len
+        self.in_features = in_features
+        D = config.d_model
+        self.embed = nn.Embedding(vocab_size, D) if vocab_size is not None else nn.Linear(in_features, D)
+        if config.pos_emb == "learned":
+            self.pos = nn.Parameter(torch.randn(max_len, D) * 0.02)  # (L, D)
+        elif config.pos_emb == "sinusoidal":
+            self.register_buffer("pos", sinusoidal_positions(max_len, D), persistent=False)
+        else:
+            self.pos = None
+        self.drop = nn.Dropout(config.dropout)
+        rates = [config.drop_path * i / max(config.n_layers - 1, 1) for i in range(config.n_layers)]
+        self.blocks = nn.ModuleList(
+            Block(layer, D, mlp_ratio=config.mlp_ratio, dropout=config.dropout, drop_path=r, norm=config.norm,
+                  max_len=max_len)
+            for r in rates
+        )
+        self.norm = NORMS[config.norm](D)
+
+    def embed_inputs(self, x: Tensor) -> Tensor:
+        if x.is_floating_point():
+            if isinstance(self.embed, nn.Embedding):
+                raise TypeError("this encoder embeds token ids (int64); got floating-point inputs")
+            x = x.unsqueeze(-1) if x.dim() == 2 else x  # (B, L, F)
+            return self.embed(x.to(self.embed.weight.dtype))  # (B, L, D)
+        if not isinstance(self.embed, nn.Embedding):
+            raise TypeError("this encoder takes float inputs (vocab_size=None); got integer inputs")
+        return self.embed(x)  # (B, L, D)
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, L)`` token ids or float values -> ``(B, L, D)`` (padded positions 0)."""
+        L = x.shape[1]
+        if L > self.max_len:
+            raise ValueError(f"input length {L} exceeds the encoder's max_len={self.max_len}")
+        h = self.embed_inputs(x)  # (B, L, D)
+        if self.pos is not None:
+            h = h + self.pos[:L].to(h.dtype)  # (B, L, D)
+        h = zero_padded(self.drop(h), key_padding_mask)
+        for block in self.blocks:
+            h = block(h, key_padding_mask)  # (B, L, D)
+        return zero_padded(self.norm(h), key_padding_mask)
+
+    def pool(self, h: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """``(B, L, D)`` -> ``(B, D)``, over valid positions only."""
+        if self.config.pooling == "max":
+            if key_padding_mask is not None:
+                h = h.masked_fill(key_padding_mask.unsqueeze(-1), float("-inf"))
+            return h.amax(dim=1)  # (B, D)
+        if key_padding_mask is None:
+            return h.mean(dim=1)  # (B, D)
+        valid = (~key_padding_mask).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        return (h * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)  # (B, D)
+
+    def encode(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """``x`` -> pooled ``(B, D)``."""
+        return self.pool(self(x, key_padding_mask), key_padding_mask)
+
+    def mixers(self) -> list[nn.Module]:
+        """The mixer of every block (the trainer asks them for ``param_groups()``)."""
+        return [b.mixer for b in self.blocks]
+
+
+class ClassificationHead(nn.Module):
+    """One pooled sequence ``(B, D)`` -> logits ``(B, C)``."""
+
+    n_inputs = 1
+
+    def __init__(self, d_model: int, n_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(d_model, n_classes)
+
+    def forward(self, pooled: Sequence[Tensor]) -> Tensor:
+        (u,) = pooled
+        return self.fc(self.drop(u))  # (B, C)
+
+
+class RetrievalHead(nn.Module):
+    """Two pooled documents ``u, v`` ``(B, D)`` -> ``Mlp([u, v, u*v, u-v])`` -> logits ``(B, C)``.
+
+    The dual-encoder combination of the Long Range Arena's retrieval task (Tay et al. 2021).
+    """
+
+    n_inputs = 2
+
+    def __init__(self, d_model: int, n_classes: int, hidden: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.mlp = Mlp(4 * d_model, hidden_features=hidden or d_model, out_features=n_classes, drop=dropout)
+
+    def forward(self, pooled: Sequence[Tensor]) -> Tensor:
+        u, v = pooled
+        return self.mlp(torch.cat([u, v, u * v, u - v], dim=-1))  # (B, C)
+
+
+class Classifier(nn.Module):
+    """A shared :class:`Encoder` applied to each input, then a head over the pooled vectors.
+
+    ``forward(inputs, masks)``: ``inputs`` a sequence of ``head.n_inputs`` tensors ``(B, L_i)``,
+    ``masks`` the matching ``(B, L_i)`` bool padding masks (True = padding) or ``None``.
+    """
+
+    def __init__(self, encoder: Encoder, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def n_inputs(self) -> int:
+        return self.head.n_inputs
+
+    def forward(self, inputs: Sequence[Tensor], masks: Sequence[Tensor | None] | None = None) -> Tensor:
+        if isinstance(inputs, Tensor):
+            inputs = (inputs,)
+        masks = [None] * len(inputs) if masks is None else list(masks)
+        if len(inputs) != self.n_inputs or len(masks) != len(inputs):
+            raise ValueError(f"this model takes {self.n_inputs} input(s) and as many masks; got {len(inputs)} "
+                             f"input(s) and {len(masks)} mask(s)")
+        return self.head([self.encoder.encode(x, m) for x, m in zip(inputs, masks)])  # (B, C)
+
+    def mixers(self) -> list[nn.Module]:
+        return self.encoder.mixers()
+
+
+def build_model(config: ModelConfig, layer: Any, *, n_classes: int, max_len: int, vocab_size: int | None,
+                n_inputs: int = 1, in_features: int = 1) -> Classifier:
+    """A :class:`Classifier`: single-input heads for ``n_inputs == 1``, the dual-encoder retrieval
+    head for ``n_inputs == 2`` (the encoder is shared between the two documents)."""
+    encoder = Encoder(config, layer, vocab_size=vocab_size, max_len=max_len, in_features=in_features)
+    if n_inputs == 1:
+        head = ClassificationHead(config.d_model, n_classes, dropout=config.dropout)
+    elif n_inputs == 2:
+        head = RetrievalHead(config.d_model, n_classes, hidden=int(round(config.d_model * config.mlp_ratio)),
+                             dropout=config.dropout)
+    else:
+        raise ValueError(f"n_inputs={n_inputs}: 1 (classification) or 2 (dual-encoder retrieval)")
+    return Classifier(encoder, head)
