@@ -1,6 +1,7 @@
 """The attention core: reference semantics, the exact identities, and every backend against
 the reference (fp32 <= 1e-5, bf16 <= 1e-2 relative), causal and not, padded and not."""
 
+import functools
 import itertools
 import math
 import warnings
@@ -331,3 +332,34 @@ def test_invalid_layer_configs():
         registry.build("las", alpha_min=0.9, alpha_max=0.1)
     with pytest.raises(registry.ConfigError, match="backend"):
         registry.build("vanilla", backend="flash")
+
+
+def test_head_dim_limits_are_declared(monkeypatch):
+    """Seen on the H200: FlexAttention's CUDA kernels need head_dim >= 16; xformers refuses head_dim 2."""
+    from zoo.functional.backends import xformers as xf
+
+    monkeypatch.setattr(xf, "_probe_call", lambda device_str: None)  # no GPU here: pretend the probe ran
+    xf._probe.cache_clear()
+    monkeypatch.setattr(xf, "_probe", functools.lru_cache(maxsize=None)(xf._probe.__wrapped__))
+    cuda = lambda d, decay: AttentionCall(torch.device("cuda"), torch.bfloat16, 1, 8, 256, d, decay, False, True, True)  # noqa: E731
+    assert "head_dim=8 < 16" in " ".join(backends.get("flex").not_supported_reasons(cuda(8, True)))
+    assert not any("head_dim" in r for r in backends.get("flex").not_supported_reasons(cuda(16, True)))
+    assert "not a multiple of 8" in " ".join(backends.get("xformers").not_supported_reasons(cuda(2, False)))
+    cpu = AttentionCall(torch.device("cpu"), torch.float32, 1, 8, 256, 8, True, False, False, False)
+    assert backends.select(cpu).name == "flex"  # the CPU kernels take head_dim 8
+
+
+def test_a_kernel_refusing_at_run_time_falls_back_with_a_warning(monkeypatch):
+    from zoo.functional.backends import sdpa
+
+    def refuse(self, *args, **kwargs):
+        raise NotImplementedError("No operator found for this input")
+
+    monkeypatch.setattr(sdpa.SDPABackend, "run", refuse)
+    backends._refusals_warned.clear()
+    q, k, v = qkv()
+    with pytest.warns(RuntimeWarning, match="'sdpa' refused .*falling back"):
+        out = attention(q, k, v, causal=True, key_padding_mask=padding())
+    assert rel_err(out, attention_reference(q, k, v, causal=True, key_padding_mask=padding())) < 1e-5
+    with pytest.raises(NotImplementedError):  # a forced backend does not fall back
+        attention(q, k, v, backend="sdpa")

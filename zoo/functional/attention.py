@@ -352,7 +352,6 @@ def attention(
     )
     chunked = call.length < L
     Lc, nb = call.length, call.batch // B
-    impl = select_backend(call, backend)
     if backend == "reference":  # forced: the definition itself, every matrix materialised
         return attention_reference(
             q, k, v, decay=decay, pool=pool, chunk=chunk, causal=causal,
@@ -364,12 +363,30 @@ def attention(
         q, k, v, pad_mask = _to_chunks(q, k, v, pad_mask, Lc)  # (B * nb, H, Lc, d)
     inside = None if pad_mask is None else ~pad_mask  # (B', L')
     v = pool_values(v, pool, causal=causal, inside=inside, count_include_pad=count_include_pad)
-    out = impl.run(q, k, v, decay=decay if call.has_decay else None, causal=causal, key_padding_mask=pad_mask, scale=scale)
+    out = _run_first_able(call, backend, q, k, v, decay=decay if call.has_decay else None, causal=causal,
+                          key_padding_mask=pad_mask, scale=scale)
     if pad_mask is not None:
         out = torch.where(_row_ok(pad_mask, causal)[:, None, :, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
     if chunked:
         out = out.reshape(B, nb, H, Lc, d).transpose(1, 2).reshape(B, H, nb * Lc, d)[:, :, :L]  # (B, H, L, d)
     return out
+
+
+def _run_first_able(call: AttentionCall, backend: str, q: Tensor, k: Tensor, v: Tensor, **kw) -> Tensor:
+    """Run the chosen backend; under ``auto``, a kernel that still refuses (NotImplementedError,
+    i.e. a limit its declaration missed) is reported once and the next able backend runs."""
+    from zoo.functional import backends
+
+    if backend != "auto":
+        return backends.select(call, backend).run(q, k, v, **kw)
+    for impl in backends.candidates(call):
+        try:
+            return impl.run(q, k, v, **kw)
+        except NotImplementedError as exc:
+            if impl.name == "reference":
+                raise
+            backends.warn_refusal(impl, call, exc)
+    raise AssertionError("unreachable: the reference backend runs every call")  # pragma: no cover
 
 
 def _to_chunks(q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None, C: int):

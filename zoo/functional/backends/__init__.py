@@ -10,6 +10,8 @@ Priority (``backend="auto"`` takes the first whose ``not_supported_reasons`` is 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from zoo.functional.backends.base import Backend, BackendUnavailable
@@ -21,7 +23,7 @@ from zoo.functional.backends.xformers import XFormersBackend
 PRIORITY: tuple[Backend, ...] = (XFormersBackend(), SDPABackend(), FlexBackend(), ReferenceBackend())
 _BY_NAME = {b.name: b for b in PRIORITY}
 
-__all__ = ["PRIORITY", "Backend", "BackendUnavailable", "get", "names", "report", "select"]
+__all__ = ["PRIORITY", "Backend", "BackendUnavailable", "candidates", "get", "names", "report", "select", "warn_refusal"]
 
 
 def names() -> list[str]:
@@ -47,10 +49,35 @@ def select(call, backend: str = "auto") -> Backend:
                 + "\nUse backend='auto' to pick one that can (`zoo info` lists them)."
             )
         return impl
+    return next(candidates(call))
+
+
+def candidates(call):
+    """Every backend able to run ``call``, in priority order (the reference always is)."""
+    yielded = False
     for impl in PRIORITY:
         if not impl.not_supported_reasons(call):
-            return impl
-    raise BackendUnavailable(f"no attention backend can run {call.describe()}")  # pragma: no cover
+            yielded = True
+            yield impl
+    if not yielded:  # pragma: no cover - the reference runs everything
+        raise BackendUnavailable(f"no attention backend can run {call.describe()}")
+
+
+_refusals_warned: set[tuple[str, str]] = set()
+
+
+def warn_refusal(impl: Backend, call, exc: Exception) -> None:
+    """A declared-able backend refused at run time: say so once per (backend, call kind)."""
+    key = (impl.name, call.describe())
+    if key not in _refusals_warned:
+        _refusals_warned.add(key)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"zoo: attention backend {impl.name!r} refused {call.describe()} ({type(exc).__name__}: {first}); "
+            "falling back to the next backend. Please report this: the backend's declared limits missed it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def report(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> list[dict]:

@@ -29,6 +29,7 @@ class Backend:
     supports_padding: ClassVar[bool] = True
     supports_backward: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     max_head_dim: ClassVar[int | None] = None
+    head_dim_multiple: ClassVar[int] = 1
     description: ClassVar[str] = ""
 
     def not_supported_reasons(self, call) -> list[str]:
@@ -49,6 +50,8 @@ class Backend:
             reasons.append(f"no backward pass on {call.device.type} (inputs require grad)")
         if self.max_head_dim is not None and call.head_dim > self.max_head_dim:
             reasons.append(f"head_dim={call.head_dim} > {self.max_head_dim}")
+        if call.head_dim % self.head_dim_multiple:
+            reasons.append(f"head_dim={call.head_dim} is not a multiple of {self.head_dim_multiple}")
         reasons.extend(self.runtime_reasons(call.device))
         return reasons
 

@@ -72,6 +72,14 @@ class FlexBackend(Backend):
     supports_backward = frozenset({"cuda"})  # FlexAttention has no CPU backward
     description = "compiled FlexAttention: decay as score_mod, causal/padding as block mask"
 
+    CUDA_MIN_HEAD_DIM = 16  # the Triton kernels' minimum embedding size (NYI below it)
+
+    def not_supported_reasons(self, call) -> list[str]:
+        reasons = super().not_supported_reasons(call)
+        if call.device.type == "cuda" and call.head_dim < self.CUDA_MIN_HEAD_DIM:
+            reasons.append(f"head_dim={call.head_dim} < {self.CUDA_MIN_HEAD_DIM} (FlexAttention's CUDA kernels)")
+        return reasons
+
     def runtime_reasons(self, device):
         try:
             import torch.nn.attention.flex_attention  # noqa: F401

@@ -57,6 +57,8 @@ class XFormersBackend(Backend):
     devices = frozenset({"cuda"})
     dtypes = frozenset({torch.float16, torch.bfloat16, torch.float32})
     supports_decay = False
+    head_dim_multiple = 8  # kernel alignment (seen on the H200: head_dim 8 runs, 2 is refused)
+    max_head_dim = 256
     description = "xformers memory_efficient_attention (cutlass / flash); additive biases only"
 
     def runtime_reasons(self, device):
