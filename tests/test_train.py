@@ -277,3 +277,4 @@ def test_cli_train_parser(tmp_path, capsys):
     args = parser.parse_args(["train", "listops_small", "model.n_layer=2", "--out", str(tmp_path)])
     assert args.func(args) == 2
     assert "Did you mean 'model.n_layers'" in capsys.readouterr().err
+
