@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import registry
-from zoo.bench import environment, median_ms
+from zoo.bench import environment, time_and_peak
 from zoo.functional import backends
 from zoo.functional.attention import attention, attention_reference
 
@@ -38,15 +38,7 @@ def measure(fn, q, k, v, device, reps):
             t.grad = None
         fn(q, k, v).float().sum().backward()
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    step()  # warm-up (compiles)
-    ms = median_ms(step, device, reps, warmup=1)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan")
-    return ms, peak
+    return time_and_peak(step, device, reps)
 
 
 def errors(device, dtype, H=8, L=1024, B=2):

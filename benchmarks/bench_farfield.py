@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench import environment, median_ms
+from zoo.bench import environment, time_and_peak
 from zoo.functional.attention import attention, attention_reference
 from zoo.functional.farfield import farfield_attention, farfield_error_bound, farfield_reference
 
@@ -43,15 +43,7 @@ def measure(fn, q, k, v, device, reps, backward):
             with torch.no_grad():
                 fn(q, k, v)
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    step()  # warm-up (compiles)
-    ms = median_ms(step, device, reps, warmup=1)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan")
-    return ms, peak
+    return time_and_peak(step, device, reps)
 
 
 def rel(out: torch.Tensor, ref: torch.Tensor) -> float:

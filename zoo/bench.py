@@ -76,6 +76,20 @@ def median_ms(step, device: torch.device, reps: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def time_and_peak(step, device: torch.device, reps: int) -> tuple[float, float]:
+    """``(median ms, peak GiB above the starting allocation)`` of ``step()``; the first call is
+    an untimed warm-up (it compiles). Peak memory is NaN off CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    step()
+    ms = median_ms(step, device, reps, warmup=1)
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" else float("nan")
+    return ms, peak
+
+
 def peak_memory_mib(layer, x) -> float:
     """Peak extra memory of one forward + backward (MiB)."""
     layer.zero_grad(set_to_none=True)
