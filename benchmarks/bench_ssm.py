@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from zoo.bench import median_ms  # noqa: E402
+from zoo.bench import cuda_peak_mib, median_ms  # noqa: E402
 from zoo.functional.fftconv import fftconv  # noqa: E402
 from zoo.functional.ssm import log_dt_init, s4d_kernel, s4d_kernel_reference, s4d_lin_init  # noqa: E402
 
@@ -47,22 +47,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # --------------------------------------------------------------------------- measuring
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_mib(fn: Callable[[], object], device: torch.device) -> float | None:
     """Peak allocated memory of one ``fn()`` above what was allocated before, in MiB (CUDA only)."""
-    if device.type != "cuda":
-        return None
-    _sync(device)
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    _sync(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return cuda_peak_mib(fn, device) if device.type == "cuda" else None
 
 
 def copy_bandwidth(device: torch.device, nbytes: int, reps: int, warmup: int) -> float:

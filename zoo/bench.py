@@ -40,11 +40,6 @@ class Row:
     note: str = ""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_fwd_bwd(layer, x, reps: int, warmup: int = 1) -> float:
     """Median milliseconds of one forward + backward."""
 
@@ -90,17 +85,23 @@ def time_and_peak(step, device: torch.device, reps: int) -> tuple[float, float]:
     return ms, peak
 
 
+def cuda_peak_mib(fn, device: torch.device) -> float:
+    """Peak CUDA memory allocated by one ``fn()`` above what was allocated before it (MiB)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
 def peak_memory_mib(layer, x) -> float:
     """Peak extra memory of one forward + backward (MiB)."""
     layer.zero_grad(set_to_none=True)
     x.grad = None
     if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        layer(x).float().sum().backward()
-        torch.cuda.synchronize(x.device)
-        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
+        return cuda_peak_mib(lambda: layer(x).float().sum().backward(), x.device)
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
