@@ -24,7 +24,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/zoo train listops_small --out runs
-	$(BIN)/zoo compare --quick --out runs/compare
+	$(BIN)/zoo bench --quick --out runs/bench
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)

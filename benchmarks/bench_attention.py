@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import registry
-from zoo.bench import environment, time_and_peak
+from zoo.measure import environment, time_and_peak
 from zoo.functional import backends
 from zoo.functional.attention import attention, attention_reference
 
@@ -28,7 +28,7 @@ PRESETS = ["vanilla", "local", "smooth", "las", "las_chunk"]
 def preset_kwargs(name: str, H: int, device) -> dict:
     layer = registry.build(name, d_model=H * 64, n_heads=H)
     c = layer.config
-    return dict(decay=layer.alphas(device), pool=c.pool_size, chunk=c.chunk_size or None, causal=c.causal,
+    return dict(decay=layer.alphas, pool=c.pool_size, chunk=c.chunk_size or None, causal=c.causal,
                 count_include_pad=c.count_include_pad)
 
 
@@ -100,9 +100,9 @@ def main(argv=None) -> int:
                     ms, peak, note = float("nan"), float("nan"), "OOM"
                     torch.cuda.empty_cache()
                 eff_flops = flops * (kw["chunk"] / L if kw["chunk"] and kw["chunk"] < L else 1)
-                timing.append(dict(B=B, L=L, preset=name, backend=be, auto=be == auto, ms=ms, peak_gib=peak,
+                timing.append(dict(B=B, L=L, preset=name, backend=be, auto=be == auto, ms=ms, peak_mib=peak,
                                    tflops=eff_flops / ms / 1e9 if ms == ms else float("nan"), note=note))
-                print(f"B={B} L={L:6d} {name:10s} {be:10s} {ms:9.3f} ms  {peak:7.2f} GiB {'(auto)' if be == auto else ''} {note}", flush=True)
+                print(f"B={B} L={L:6d} {name:10s} {be:10s} {ms:9.3f} ms  {peak:9.0f} MiB {'(auto)' if be == auto else ''} {note}", flush=True)
     base = {(r["B"], r["L"]): r["ms"] for r in timing if r["preset"] == "vanilla" and r["backend"] == "sdpa"}
     for r in timing:
         r["x_vanilla_sdpa"] = r["ms"] / base[(r["B"], r["L"])] if (r["B"], r["L"]) in base else float("nan")
@@ -114,10 +114,10 @@ def main(argv=None) -> int:
     (out / "attention.json").write_text(json.dumps(dict(command=command, env=env, timing=timing, errors=errs), indent=2))
     lines = [f"Command: `{command}`", "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"fwd+bwd, H={H}, d={d}, {str(dtype).replace('torch.', '')}, median of {reps}; (auto) marks the backend `auto` picks.", "",
-             "| B x L | preset | backend | ms | TFLOP/s | peak GiB | x vanilla (SDPA) |", "|---|---|---|---|---|---|---|"]
+             "| B x L | preset | backend | ms | TFLOP/s | peak MiB | x vanilla (SDPA) |", "|---|---|---|---|---|---|---|"]
     for r in timing:
         lines.append(f"| {r['B']} x {r['L']} | {r['preset']} | {r['backend']}{' (auto)' if r['auto'] else ''} | {r['ms']:.3f} | "
-                     f"{r['tflops']:.0f} | {r['peak_gib']:.2f} | {r['x_vanilla_sdpa']:.2f} | {r['note']}".rstrip(" |") + " |")
+                     f"{r['tflops']:.0f} | {r['peak_mib']:.0f} | {r['x_vanilla_sdpa']:.2f} | {r['note']}".rstrip(" |") + " |")
     lines += ["", f"Max relative error vs the fp32 reference (B=2, one sample 25% padded, H={H}, d={d}):", "",
               "| preset | causal | dtype | backend | rel err |", "|---|---|---|---|---|"]
     lines += [f"| {e['preset']} | {e['causal']} | {e['dtype']} | {e['backend']} | {e['rel_err']:.2e} |" for e in errs]

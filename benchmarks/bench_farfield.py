@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench import environment, time_and_peak
+from zoo.measure import environment, time_and_peak
 from zoo.functional.attention import attention, attention_reference
-from zoo.functional.farfield import farfield_attention, farfield_error_bound, farfield_reference
+from zoo.experimental.farfield import farfield_attention, farfield_error_bound, farfield_reference
 
 
 def alphas(H: int, device) -> torch.Tensor:
@@ -112,9 +112,9 @@ def main(argv=None) -> int:
             except torch.cuda.OutOfMemoryError:
                 ms, peak, note = float("nan"), float("nan"), "OOM"
                 torch.cuda.empty_cache()
-            timing.append(dict(B=B, L=L, method=name, delta=delta, ms=ms, peak_gib=peak, note=note,
+            timing.append(dict(B=B, L=L, method=name, delta=delta, ms=ms, peak_mib=peak, note=note,
                                W=stats.get("W"), far_fraction=stats.get("far_fraction")))
-            print(f"B={B} L={L:6d} {name:18s} {ms:10.3f} ms {peak:7.2f} GiB {note}", flush=True)
+            print(f"B={B} L={L:6d} {name:18s} {ms:10.3f} ms {peak:9.0f} MiB {note}", flush=True)
     base = {(r["B"], r["L"]): r["ms"] for r in timing if r["method"] == "exact flex"}
     for r in timing:
         r["speedup_vs_exact"] = base[(r["B"], r["L"])] / r["ms"] if r["ms"] == r["ms"] else float("nan")
@@ -128,12 +128,12 @@ def main(argv=None) -> int:
     lines = [f"Command: `{command}`", "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"{what}, H={H}, d={d}, {str(dtype).replace('torch.', '')}, causal={args.causal}, median of {reps}; "
              f"alphas = {', '.join(f'{x:.3g}' for x in a.tolist())}.", "",
-             "| B x L | method | ms | peak GiB | speedup vs exact | band W per head | far fraction per head |",
+             "| B x L | method | ms | peak MiB | speedup vs exact | band W per head | far fraction per head |",
              "|---|---|---|---|---|---|---|"]
     for r in timing:
         W = "" if r["W"] is None else " ".join(str(w) for w in r["W"])
         ff = "" if r["far_fraction"] is None else " ".join(f"{f:.2f}" for f in r["far_fraction"])
-        lines.append(f"| {r['B']} x {r['L']} | {r['method']} | {r['ms']:.3f} | {r['peak_gib']:.2f} | "
+        lines.append(f"| {r['B']} x {r['L']} | {r['method']} | {r['ms']:.3f} | {r['peak_mib']:.0f} | "
                      f"{r['speedup_vs_exact']:.2f} | {W} | {ff} |{(' ' + r['note']) if r['note'] else ''}")
     lines += ["", f"Max relative error (max|o - ref| / max|ref|) vs the fp32 exact reference, B=1, L={err_L}; "
               "rel bound = farfield_error_bound / max|ref| (a-priori, worst case):", "",

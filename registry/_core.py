@@ -1,16 +1,19 @@
-"""Name -> (mixer class, config dataclass), with validation and entry-point plugins.
+"""Name -> (mixer class, typed config), with validation and entry-point plugins.
 
-Built-in layers are registered by the explicit import lines of :mod:`zoo.layers`; third-party
-layers arrive through the Python entry-point group ``zoo.layers`` (declared in the plugin's own
-package metadata) and are loaded lazily, the first time a name is looked up or listed. A plugin
-that fails to load is reported by name and isolated: the rest of the registry keeps working, and
-asking for the broken name raises with the original error. ``ZOO_DISABLE_PLUGINS=1`` switches
-plugin loading off.
+Every layer, built-in or third-party, arrives through the Python entry-point group ``zoo.layers``
+(declared in the providing package's metadata) and is loaded lazily, the first time a name is
+looked up or listed. The zoo's own package declares one entry point, the module ``zoo.layers``,
+whose explicit import lines register the built-ins; the registry knows nothing about its
+clients. A plugin that fails to load is reported by name and isolated: the rest of the registry
+keeps working, and asking for the broken name raises with the original error.
+``ZOO_DISABLE_PLUGINS=1`` switches third-party plugins off (the built-ins stay).
 
-An entry point may name either
+An entry point may name
 
 * a :class:`zoo.base.SequenceMixer` subclass with a ``config_class`` attribute: it is registered
-  under the entry point's name, or
+  under the entry point's name;
+* a module whose import registers layers with the :func:`register` decorator (as ``pytest11``
+  plugins are modules); or
 * a callable taking no arguments that calls :func:`register` itself (for packages that ship
   several layers or presets).
 """
@@ -22,6 +25,7 @@ import difflib
 import fnmatch
 import os
 import threading
+import types
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +36,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 ENTRY_POINT_GROUP = "zoo.layers"
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+BUILTIN_DISTRIBUTION = "zoo-mixers"  # entry points of this distribution are the built-ins
 NAME_KEY = "name"
 
 
@@ -73,7 +78,6 @@ class Entry:
 class _State:
     entries: dict[str, Entry] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error text
-    builtins_loaded: bool = False
     plugins_loaded: bool = False
     current_source: str = "builtin"
 
@@ -145,50 +149,52 @@ def _validate_name(name: str) -> None:
 
 def _ensure_loaded() -> None:
     with _lock:
-        if not _state.builtins_loaded:
-            _state.builtins_loaded = True
-            import zoo.layers  # noqa: F401  (explicit import lines register the built-ins)
-        if not _state.plugins_loaded:
-            _state.plugins_loaded = True
-            if os.environ.get(DISABLE_ENV, "").strip().lower() not in ("1", "true", "yes", "on"):
-                _load_plugins()
+        if _state.plugins_loaded:
+            return
+        _state.plugins_loaded = True
+        disabled = os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _is_builtin(ep))
+        for ep in eps:
+            if _is_builtin(ep) or not disabled:
+                _load_entry_point(ep)
 
 
-def plugins_enabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+def _is_builtin(ep) -> bool:
+    return (getattr(getattr(ep, "dist", None), "name", None) or "").lower() == BUILTIN_DISTRIBUTION
 
 
-def _load_plugins() -> None:
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-        _state.current_source = f"plugin {dist} ({ep.value})"
-        try:
-            obj = ep.load()
-            if isinstance(obj, type):
-                config_class = getattr(obj, "config_class", None)
-                if config_class is None:
-                    raise TypeError(
-                        f"{ep.value} is a class without a `config_class` attribute; set "
-                        "`config_class = MyConfig` on it or point the entry point at a function "
-                        "that calls registry.register()."
-                    )
-                if ep.name not in _state.entries:
-                    register(ep.name, config_class)(obj)
-            elif callable(obj):
-                obj()
-            else:
-                raise TypeError(f"{ep.value} is neither a mixer class nor a callable")
-        except Exception as exc:  # isolate the broken plugin, keep the rest
-            msg = f"{type(exc).__name__}: {exc}"
-            _state.broken[ep.name] = f"plugin {ep.name!r} from {dist} ({ep.value}) failed to load: {msg}"
-            warnings.warn(
-                f"zoo: {_state.broken[ep.name]} (other layers are unaffected; set "
-                f"{DISABLE_ENV}=1 to skip plugins)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        finally:
-            _state.current_source = "builtin"
+def _load_entry_point(ep) -> None:
+    dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+    _state.current_source = "builtin" if _is_builtin(ep) else f"plugin {dist} ({ep.value})"
+    try:
+        obj = ep.load()
+        if isinstance(obj, types.ModuleType):
+            pass  # importing it registered its layers
+        elif isinstance(obj, type):
+            config_class = getattr(obj, "config_class", None)
+            if config_class is None:
+                raise TypeError(
+                    f"{ep.value} is a class without a `config_class` attribute; set "
+                    "`config_class = MyConfig` on it or point the entry point at a function "
+                    "that calls registry.register()."
+                )
+            if ep.name not in _state.entries:
+                register(ep.name, config_class)(obj)
+        elif callable(obj):
+            obj()
+        else:
+            raise TypeError(f"{ep.value} is neither a module, a mixer class nor a callable")
+    except Exception as exc:  # isolate the broken plugin, keep the rest
+        msg = f"{type(exc).__name__}: {exc}"
+        _state.broken[ep.name] = f"plugin {ep.name!r} from {dist} ({ep.value}) failed to load: {msg}"
+        warnings.warn(
+            f"zoo: {_state.broken[ep.name]} (other layers are unaffected; set "
+            f"{DISABLE_ENV}=1 to skip plugins)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    finally:
+        _state.current_source = "builtin"
 
 
 def reload_plugins() -> None:

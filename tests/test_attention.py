@@ -299,22 +299,22 @@ def test_bad_input_errors(kwargs, exc, match):
 
 def test_presets_follow_the_paper_defaults():
     las = registry.build("las", d_model=64)
-    alphas = las.alphas(torch.device("cpu"))
+    alphas = las.alphas
     assert alphas[0] == 0 and (alphas[1:] > 0).all()
     ratios = alphas[2:] / alphas[1:-1]
     assert torch.allclose(ratios, ratios[0].expand_as(ratios))  # log-spaced
     assert math.isclose(alphas[-1].item(), las.config.alpha_max, rel_tol=1e-6)
     assert las.config.pool_size > 1 and las.config.chunk_size == 0
-    assert registry.build("vanilla", d_model=64).alphas(torch.device("cpu")) is None
+    assert registry.build("vanilla", d_model=64).alphas is None
     assert registry.build("local", d_model=64).config.pool_size == 1
-    assert registry.build("smooth", d_model=64).alphas(torch.device("cpu")) is None
+    assert registry.build("smooth", d_model=64).alphas is None
     assert registry.build("las_chunk", d_model=64).config.chunk_size > 0
     assert registry.build("las_chunk", d_model=64).complexity == "L"
 
 
 def test_alphas_stay_fp32_under_bf16():
     las = registry.build("las", d_model=64).to(torch.bfloat16)
-    assert las.alphas(torch.device("cpu")).dtype == torch.float32
+    assert las.alphas.dtype == torch.float32
 
 
 def test_layer_chunked_equals_reference_forward():

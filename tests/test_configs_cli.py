@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import registry
 from zoo.cli import main
-from zoo.configs import config_dirs, layer_config, layer_yaml
+from zoo.config import config_dirs, layer_yaml, resolve_layer
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "layers"
 
@@ -21,26 +21,31 @@ def test_every_builtin_has_a_yaml_in_sync_with_its_dataclass(name):
     if not registry.get(name).source == "builtin":
         pytest.skip("plugins ship their own configs")
     path = CONFIGS / f"{name}.yaml"
-    assert path.is_file(), f"missing {path}; write it with zoo.configs.layer_yaml({name!r})"
+    assert path.is_file(), f"missing {path}; write it with zoo.config.layer_yaml({name!r})"
     assert OmegaConf.load(path) == OmegaConf.create(layer_yaml(name)), f"{path} drifted from the dataclass defaults"
     registry.build(OmegaConf.load(path))
 
 
 def test_layer_config_by_name_with_overrides():
-    cfg = layer_config("las", ["n_heads=4", "causal=true", "alpha_max=0.25"])
-    layer = registry.build(cfg)
-    assert (layer.config.n_heads, layer.config.causal, layer.config.alpha_max) == (4, True, 0.25)
+    resolved = resolve_layer("las", ["n_heads=4", "causal=true", "alpha_max=0.25"], d_model=64)
+    layer = resolved.build()
+    assert (layer.config.n_heads, layer.config.causal, layer.config.alpha_max, layer.d_model) == (4, True, 0.25, 64)
+    assert resolve_layer(resolved, d_model=64) is resolved  # resolved once: no second validation
+    assert resolve_layer("long_conv", d_model=8, max_len=77).config.max_len == 77  # injected: needs_max_len
+    assert "max_len" not in resolve_layer("las", max_len=77).to_dict()
 
 
 def test_layer_config_errors():
     with pytest.raises(registry.ConfigError, match="no config key 'n_head'"):
-        layer_config("las", ["n_head=4"])
+        resolve_layer("las", ["n_head=4"])
     with pytest.raises(ValueError, match="key=value"):
-        layer_config("las", ["n_heads"])
+        resolve_layer("las", ["n_heads"])
     with pytest.raises(FileNotFoundError):
-        layer_config("nope/missing.yaml")
+        resolve_layer("nope/missing.yaml")
     with pytest.raises(registry.UnknownNameError, match="Did you mean 'smooth'"):
-        layer_config("smoth")
+        resolve_layer("smoth")
+    with pytest.raises(registry.ConfigError, match="d_model=30 is not divisible by n_heads=8"):
+        resolve_layer("las", d_model=30)
 
 
 def test_config_path_env(tmp_path, monkeypatch):
@@ -48,7 +53,7 @@ def test_config_path_env(tmp_path, monkeypatch):
     (tmp_path / "layers" / "my_las.yaml").write_text("name: las\nd_model: 32\nn_heads: 2\n")
     monkeypatch.setenv("ZOO_CONFIG_PATH", str(tmp_path))
     assert config_dirs()[0] == tmp_path
-    assert registry.build(layer_config("my_las")).config.n_heads == 2
+    assert resolve_layer("my_las").build().config.n_heads == 2
 
 
 def test_cli_list_describe_info(capsys):
@@ -59,7 +64,11 @@ def test_cli_list_describe_info(capsys):
     assert "pool_size: 5" in capsys.readouterr().out
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "xformers" in out and "device=cpu" in out and "las" in out
+    lines = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  ")}
+    assert "no: device=cpu (supported: cuda)" in lines[("xformers", "attention")]  # no GPU here
+    assert lines[("reference", "attention")].endswith("yes")
+    # the CPU picks: SDPA for plain attention, the reference kernel for decay with gradients (no flex backward)
+    assert lines[("vanilla", "sdpa")].split()[-1] == "sdpa" and lines[("las", "reference")].split()[-1] == "flex"
 
 
 def test_cli_errors_are_clear(capsys):
@@ -69,21 +78,52 @@ def test_cli_errors_are_clear(capsys):
     assert "Valid keys" in capsys.readouterr().err
 
 
-def test_cli_compare_writes_table_json_plot(tmp_path, capsys):
-    rc = main(["compare", "--layers", "vanilla", "smooth", "las", "--lengths", "32", "64", "--reps", "1",
-               "--out", str(tmp_path)])
-    assert rc == 0
+def test_cli_bench_writes_table_json_plot_and_saved_runs(tmp_path, capsys):
+    args = ["bench", "--layers", "vanilla", "smooth", "las", "--lengths", "32", "64", "--reps", "3", "--d-model", "64",
+            "--storage", str(tmp_path / "store")]
+    assert main([*args, "--out", str(tmp_path), "--save", "first"]) == 0
     out = capsys.readouterr().out
-    assert "x vanilla" in out and "rel err vs ref" in out
-    data = json.loads((tmp_path / "compare.json").read_text())
+    assert "x vanilla" in out and "rel err vs ref" in out and "las[materialised]" in out
+    data = json.loads((tmp_path / "bench.json").read_text())
     rows = {(r["layer"], r["length"]): r for r in data["rows"]}
     assert rows[("vanilla", 32)]["ratio"] == 1.0
-    assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in data["rows"])
-    assert rows[("las", 64)]["rel_err"] < 1e-5
-    assert (tmp_path / "compare.png").stat().st_size > 0 and "Command:" in (tmp_path / "compare.md").read_text()
+    assert all(r["ms"] > 0 and r["peak_mib"] >= 0 and len(r["times_ms"]) == 3 for r in data["rows"])
+    assert rows[("las", 64)]["rel_err"] < 1e-5 and rows[("las[materialised]", 64)]["kernel"] == "reference"
+    assert (tmp_path / "bench.png").stat().st_size > 0 and "Command:" in (tmp_path / "bench.md").read_text()
+    saved = list((tmp_path / "store").glob("*/0001_first.json"))
+    assert len(saved) == 1 and len(json.loads(saved[0].read_text())["benchmarks"]) == 8
+    assert main([*args, "--save", "second"]) == 0
+    capsys.readouterr()
+    rc = main(["bench", "--storage", str(tmp_path / "store"), "--compare", "first", "second", "--threshold", "1000"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "0 regression(s)" in out and out.count("same (within noise)") == 8
+    # pytest-benchmark's own tool reads the saved runs
+    files = sorted(str(p) for p in (tmp_path / "store").glob("*/*.json"))
+    tool = subprocess.run([sys.executable, "-m", "pytest_benchmark", "--storage", str(tmp_path / "store"), "compare",
+                           *files], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert tool.returncode == 0 and "las[materialised][64]" in tool.stdout, tool.stderr
+
+
+def run_cli(argv) -> int:
+    """``zoo ARGV`` in-process: the exit code, whether argparse or the command decided it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_cli_bench_rejects_bad_input_in_one_line(capsys):
+    for argv, why in ((["bench", "--device", "tpu"], "'tpu' is not a device"),
+                      (["bench", "--lengths", "0"], "must be a positive integer, got 0"),
+                      (["bench", "--layers", "lass"], "Did you mean 'las'")):
+        code = run_cli(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and why in err and err.count("\n") == 1, (argv, err)
 
 
 def test_console_script_help():
     exe = Path(sys.executable).parent / "zoo"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    assert out.returncode == 0 and "registry" in out.stdout and "compare" in out.stdout
+    assert out.returncode == 0 and "registry" in out.stdout
+    for command in ("list", "describe", "info", "bench", "train", "compare", "data"):
+        assert f"    {command} " in out.stdout, command

@@ -6,10 +6,12 @@ import warnings
 import numpy as np
 import pytest
 
-from zoo.lra import DataWarning, prepare
-from zoo.lra import sources as lra_sources
-from zoo.lra.cache import NpyAppender, build_entry, cache_key, check_entry
-from zoo.lra.testing import write_listops_tsv
+from zoo.data import DataWarning, prepare
+import dataclasses
+
+from zoo.data.tasks import get_task, registry as task_registry
+from zoo.data.cache import NpyAppender, build_entry, cache_key, check_entry
+from zoo.data.testing import write_listops_tsv
 
 ROWS = [("( ( ( [MAX 2 ) 9 ) ] )", "9"), ("( ( ( ( [SM 7 ) 8 ) 9 ) ] )", "4"), ("( ( ( [MIN 3 ) 5 ) ] )", "3")]
 
@@ -26,6 +28,11 @@ def _prep(root, tmp_path, **kw):
     return prepare("listops", root, cache_dir=tmp_path / "cache", progress=False, **kw)
 
 
+def _replace_builder(monkeypatch, build):
+    """The listops spec with another builder, for this test only."""
+    monkeypatch.setitem(task_registry._TASKS, "listops", dataclasses.replace(get_task("listops"), build=build))
+
+
 def _no_build(*args, **kwargs):
     raise AssertionError("the builder ran: expected a cache hit")
 
@@ -33,7 +40,7 @@ def _no_build(*args, **kwargs):
 def test_hit_and_miss(root, tmp_path, monkeypatch):
     first = _prep(root, tmp_path)
     assert check_entry(first.path, first.manifest["key"]) == (True, "ok")
-    monkeypatch.setitem(lra_sources.BUILDERS, "listops", _no_build)
+    _replace_builder(monkeypatch, _no_build)
     again = _prep(root, tmp_path)  # hit: the builder must not run
     assert again.path == first.path and [again.dataset("train")[i][1] for i in range(3)] == [9, 4, 3]
     with pytest.raises(AssertionError, match="builder ran"):
@@ -94,7 +101,7 @@ def test_failed_build_leaves_nothing(root, tmp_path, monkeypatch):
         (out / "train.inputs.npy").write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(lra_sources.BUILDERS, "listops", half_build)
+    _replace_builder(monkeypatch, half_build)
     with pytest.raises(KeyboardInterrupt):
         _prep(root, tmp_path)
     assert list((tmp_path / "cache").iterdir()) == []

@@ -1,6 +1,5 @@
-"""``zoo data``: locate / generate / prepare / show, through ``add_data_parser``."""
+"""``zoo data``: locate / generate / prepare / show, parsed as the ``zoo`` command does."""
 
-import argparse
 import sys
 import types
 import warnings
@@ -8,16 +7,15 @@ import warnings
 import numpy as np
 import pytest
 
-from zoo.lra import DataWarning, MalformedRowError, TaskNotFoundError, prepare
-from zoo.lra.cli import add_data_parser
-from zoo.lra.testing import tiny_lra, write_listops_tsv, write_pathfinder
+from zoo.data import DataWarning, MalformedRowError, TaskNotFoundError, prepare
+from zoo.data.testing import tiny_lra, write_listops_tsv, write_pathfinder
 
 
 def run(*argv):
-    parser = argparse.ArgumentParser(prog="zoo")
-    sub = parser.add_subparsers(dest="command")
-    add_data_parser(sub)
-    args = parser.parse_args(["data", *map(str, argv)])
+    """``zoo data ARGV``, parsed as the ``zoo`` command does (overrides anywhere); errors propagate."""
+    from zoo.cli import _parse, build_parser
+
+    args = _parse(build_parser(), ["data", *map(str, argv)])
     return args.func(args)
 
 
@@ -49,7 +47,7 @@ def test_locate_reports_what_was_searched(tmp_path, capsys):
 
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
 def test_prepare_and_show_every_task(tiny, tmp_path, capsys, task):
-    opts = ["--set", "val_size=20"] if task == "image" else []
+    opts = ["val_size=20"] if task == "image" else []
     cache = tmp_path / "cache"
     assert run("prepare", task, "--root", tiny, "--cache-dir", cache, "--no-progress", *opts) == 0
     out = capsys.readouterr().out
@@ -73,7 +71,7 @@ def test_generate_listops_then_prepare(tmp_path, capsys):
     out_dir = tmp_path / "gen"
     assert run("generate", "listops", "--out", out_dir, "--n-train", 40, "--n-val", 5, "--n-test", 6, "--max-depth", 5,
                "--min-length", 10, "--max-length", 60, "--seed", 3, "--no-progress") == 0
-    assert "trees/s" in capsys.readouterr().out
+    assert "n_train=40" in capsys.readouterr().out
     data = prepare("listops", out_dir, cache_dir=tmp_path / "c", progress=False)
     assert [data.manifest["result"]["splits"][s]["n"] for s in ("train", "val", "test")] == [40, 5, 6]
     assert 10 < data.manifest["result"]["splits"]["train"]["length_min"]
@@ -83,7 +81,8 @@ def test_generate_listops_then_prepare(tmp_path, capsys):
 def test_generate_pathfinder_is_wired(tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def fake(out_dir, *, resolution=32, contour_length=14, n_images=200_000, seed=0, workers=None, progress=True):
+    def fake(out_dir, *, resolution=32, contour_length=14, n_images=200_000, seed=0, workers=None, progress=True,
+             overwrite=False):
         calls.update(resolution=resolution, contour_length=contour_length, n_images=n_images, seed=seed,
                      workers=workers, progress=progress)
         task = out_dir / f"pathfinder{resolution}" / f"curv_contour_length_{contour_length}"
@@ -92,18 +91,19 @@ def test_generate_pathfinder_is_wired(tmp_path, monkeypatch, capsys):
                          [i % 2 for i in range(n_images)])
         return task
 
-    monkeypatch.setitem(sys.modules, "zoo.lra.pathfinder_gen", types.SimpleNamespace(generate_pathfinder=fake))
+    monkeypatch.setitem(sys.modules, "zoo.data.generators.pathfinder", types.SimpleNamespace(generate_pathfinder=fake))
     assert run("generate", "pathfinder", "--out", tmp_path, "--contour-length", 9, "--n-images", 20, "--seed", 4,
                "--workers", 1, "--no-progress") == 0
     assert calls == dict(resolution=32, contour_length=9, n_images=20, seed=4, workers=1, progress=False)
-    assert "20 images" in capsys.readouterr().out
+    assert "n_images=20" in capsys.readouterr().out
     data = prepare("pathfinder", tmp_path, options=["contour_length=9", "workers=1"], cache_dir=tmp_path / "c",
                    progress=False)
     assert sum(data.manifest["result"]["splits"][s]["n"] for s in ("train", "val", "test")) == 20
 
 
 def test_real_pathfinder_generator_output_loads(tmp_path):
-    gen = pytest.importorskip("zoo.lra.pathfinder_gen")
+    from zoo.data.generators import pathfinder as gen
+
     task_dir = gen.generate_pathfinder(tmp_path, n_images=20, seed=1, workers=1, progress=False)
     data = prepare("pathfinder", tmp_path, options=["workers=1"], cache_dir=tmp_path / "c", progress=False)
     assert data.manifest["source_dir"] == str(task_dir)
@@ -124,7 +124,7 @@ def test_strict_and_errors_through_cli(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(TaskNotFoundError, match="retrieval: no task folder found"):
         run("prepare", "retrieval", "--root", tmp_path / "e", "--cache-dir", tmp_path / "c", "--no-progress")
-    with pytest.raises(ValueError, match="valid keys: max_len, file_prefix"):
+    with pytest.raises(ValueError, match="Valid keys: max_len, file_prefix"):
         run("prepare", "listops", "maxlen=3", "--root", tmp_path / "d", "--cache-dir", tmp_path / "c")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)

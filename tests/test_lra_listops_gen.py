@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from zoo.lra.listops_gen import (
+from zoo.data.generators.listops import (
     ListOpsGenConfig,
     generate_listops,
     generate_listops_examples,

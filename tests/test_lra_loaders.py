@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.lra import (
+from zoo.data import (
     LISTOPS_VOCAB,
     DataWarning,
     EmptySplitError,
@@ -18,7 +18,7 @@ from zoo.lra import (
     padding_mask,
     prepare,
 )
-from zoo.lra.testing import write_aan_tsv, write_cifar_batch, write_imdb, write_listops_tsv, write_pathfinder
+from zoo.data.testing import write_aan_tsv, write_cifar_batch, write_imdb, write_listops_tsv, write_pathfinder
 
 # the documented vocabulary, spelled out independently of the code
 LISTOPS_IDS = {**{str(d): d + 1 for d in range(10)}, "[MAX": 11, "[MED": 12, "[MIN": 13, "[SM": 14, "]": 15}

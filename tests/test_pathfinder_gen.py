@@ -1,4 +1,4 @@
-"""Tests of the offline Pathfinder generator (zoo.lra.pathfinder_gen): layout, PNG format,
+"""Tests of the offline Pathfinder generator (zoo.data.generators.pathfinder): layout, PNG format,
 reproducibility, label balance, no marker-distance shortcut, snake geometry."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.lra.pathfinder_gen import (
+from zoo.data.generators.pathfinder import (
     PATHFINDER_PARAMS,
     PathfinderParams,
     generate_pathfinder,

@@ -124,11 +124,11 @@ def test_entry_point_plugin_is_discovered_and_builds(plugin_path):
 
 def test_plugin_used_from_yaml(plugin_path, tmp_path):
     plugin_path("good")
-    from zoo.configs import layer_config
+    from zoo.config import resolve_layer
 
     path = tmp_path / "mine.yaml"
     path.write_text("name: toy_cummean\nd_model: 4\ngain: 0.5\n")
-    layer = registry.build(layer_config(str(path), ["gain=3"]))
+    layer = resolve_layer(str(path), ["gain=3"]).build()
     assert layer.config.gain == 3.0
 
 

@@ -8,6 +8,7 @@ capability attributes below; they never branch on layer names.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,11 +16,20 @@ import torch
 from torch import Tensor, nn
 
 
+def config_field(default: Any, help: str, **metadata: Any):  # noqa: A002 - the field's help string
+    """A dataclass field with a ``help`` string (shown by ``zoo describe``, the YAML comments and
+    ``--help``); mutable defaults (lists, dicts) are copied per instance. Extra ``metadata`` keys
+    mark roles, e.g. ``view=True`` for data fields that do not change the cached arrays."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class MixerConfig:
     """Fields every mixer config has. Layer configs subclass this dataclass."""
 
-    d_model: int = field(default=256, metadata={"help": "model width D (input and output features)"})
+    d_model: int = config_field(256, "model width D (input and output features)")
 
     def __post_init__(self) -> None:
         if self.d_model <= 0:
@@ -91,6 +101,7 @@ class SequenceMixer(nn.Module):
     def _validate_input(self, x: Tensor, key_padding_mask: Tensor | None) -> None:
         """Raise a ValueError / TypeError that says how to fix a malformed call."""
         validate_sequence_input(x, key_padding_mask, self.d_model, type(self).__name__)
+        validate_param_dtype(x, self, type(self).__name__)
         max_len = getattr(self.config, "max_len", None)
         if self.needs_max_len and max_len is not None and x.shape[1] > max_len:
             raise ValueError(
@@ -102,6 +113,8 @@ class SequenceMixer(nn.Module):
 def validate_sequence_input(
     x: Tensor, key_padding_mask: Tensor | None, d_model: int, who: str = "mixer"
 ) -> None:
+    """``x`` must be a floating ``(B, L, D)`` tensor with ``D == d_model`` and ``L >= 1``; the mask
+    is checked by :func:`validate_padding_mask`."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3:
@@ -109,23 +122,41 @@ def validate_sequence_input(
             f"{who}: x must have shape (B, L, D), got {tuple(x.shape)}; add a batch axis with "
             "x.unsqueeze(0) for a single sequence."
         )
+    if x.shape[1] == 0:
+        raise ValueError(f"{who}: x has length L=0 (shape {tuple(x.shape)}); a sequence needs at least one position")
     if x.shape[-1] != d_model:
         raise ValueError(f"{who}: x has D={x.shape[-1]} features but the layer has d_model={d_model}")
     if not x.is_floating_point():
         raise TypeError(f"{who}: x must be floating point (float32/bfloat16/float16), got {x.dtype}")
-    if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-            raise TypeError(
-                f"{who}: key_padding_mask must be a bool tensor (True = padding), got "
-                f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
-            )
-        if tuple(key_padding_mask.shape) != tuple(x.shape[:2]):
-            raise ValueError(
-                f"{who}: key_padding_mask must have shape (B, L) = {tuple(x.shape[:2])}, got "
-                f"{tuple(key_padding_mask.shape)}"
-            )
-        if key_padding_mask.device != x.device:
-            raise ValueError(f"{who}: key_padding_mask is on {key_padding_mask.device}, x on {x.device}")
+    validate_padding_mask(key_padding_mask, tuple(x.shape[:2]), x.device, who)
+
+
+def validate_padding_mask(mask: Tensor | None, shape: tuple[int, int], device: torch.device, who: str) -> None:
+    """A key padding mask is None or a bool ``(B, L)`` tensor on ``device``, True = padding."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(
+            f"{who}: key_padding_mask must be a bool tensor of shape (B, L) = {shape}, True = padding; got "
+            f"{getattr(mask, 'dtype', type(mask).__name__)}"
+        )
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{who}: key_padding_mask must have shape (B, L) = {tuple(shape)}, got {tuple(mask.shape)}")
+    if mask.device != device:
+        raise ValueError(f"{who}: key_padding_mask is on {mask.device}, the input on {device}")
+
+
+def validate_param_dtype(x: Tensor, module: nn.Module, who: str) -> None:
+    """Outside autocast, ``x`` must have the dtype of the module's parameters (an fp64 input to an
+    fp32 layer is a mistake that would otherwise fail deep inside a kernel or silently upcast)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return
+    p = next(module.parameters(), None)
+    if p is not None and p.is_floating_point() and x.dtype != p.dtype:
+        raise TypeError(
+            f"{who}: input dtype {x.dtype} differs from the layer's parameters ({p.dtype}); cast one to the "
+            f"other (x.to({p.dtype}) or layer.to({x.dtype})), or run under torch.autocast"
+        )
 
 
 def zero_padded(x: Tensor, key_padding_mask: Tensor | None) -> Tensor:

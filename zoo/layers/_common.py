@@ -1,8 +1,7 @@
-"""Pieces the layer files share: the help-string field, activations, the S4 convolution block."""
+"""Pieces the layer files share: activations and the S4 convolution block."""
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import Callable
 
 import torch
@@ -12,11 +11,6 @@ from zoo.base import SequenceMixer, zero_padded
 from zoo.functional.fftconv import fftconv, fftconv_reference
 
 ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
-
-
-def config_field(default, help: str):  # noqa: A002 - a dataclass field with a help string
-    """``dataclasses.field`` whose ``help`` is shown by ``zoo describe`` and the YAML comments."""
-    return field(default=default, metadata={"help": help})
 
 
 class ConvBlock(SequenceMixer):

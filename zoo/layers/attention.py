@@ -19,11 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from registry import register
-from zoo.base import MixerConfig, SequenceMixer, zero_padded
-from zoo.layers._common import config_field
+from zoo.base import MixerConfig, SequenceMixer, config_field, zero_padded
 from zoo.functional.attention import attention, make_call, select_backend
 from zoo.functional.backends import names as backend_names
-
 
 
 @dataclass
@@ -141,21 +139,26 @@ class MultiHeadAttention(SequenceMixer):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.qkv_bias)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self._alphas = (
+        schedule = (
             decay_schedule(config.n_heads, config.global_heads, config.alpha_min, config.alpha_max)
             if config.decay
             else None
         )
+        # fixed, not learned; a buffer so it follows .to(device) and stays fp32 (see _apply)
+        self.register_buffer("alphas", None if schedule is None else torch.tensor(schedule, dtype=torch.float32),
+                             persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(dtype)`` / ``.half()`` must not round the decay rates: keep them fp32 on the new device."""
+        alphas = self.alphas
+        out = super()._apply(fn, recurse)
+        if alphas is not None:
+            self.alphas = alphas.to(device=self.qkv.weight.device, dtype=torch.float32)
+        return out
 
     @classmethod
     def complexity_for(cls, config: AttentionConfig) -> str:
         return "L" if config.chunk_size else "L^2"
-
-    def alphas(self, device: torch.device) -> Tensor | None:
-        """The fp32 per-head decay rates ``(H,)`` (None without decay)."""
-        if self._alphas is None:
-            return None
-        return torch.tensor(self._alphas, dtype=torch.float32, device=device)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         return self._forward(x, key_padding_mask, self.config.backend)
@@ -167,7 +170,7 @@ class MultiHeadAttention(SequenceMixer):
         B, L, _ = x.shape
         cfg = self.config
         call = make_call(
-            (B, self.n_heads, L, self.head_dim), x.dtype, x.device, decay=self.alphas(x.device),
+            (B, self.n_heads, L, self.head_dim), x.dtype, x.device, decay=self.alphas,
             chunk=cfg.chunk_size or None, causal=cfg.causal, padded=key_padding_mask is not None,
             requires_grad=requires_grad,
         )
@@ -183,7 +186,7 @@ class MultiHeadAttention(SequenceMixer):
             q,
             k,
             v,
-            decay=self.alphas(x.device),
+            decay=self.alphas,
             pool=cfg.pool_size,
             chunk=cfg.chunk_size or None,
             causal=cfg.causal,
@@ -197,8 +200,8 @@ class MultiHeadAttention(SequenceMixer):
     def extra_repr(self) -> str:
         c = self.config
         parts = [f"d_model={c.d_model}", f"n_heads={c.n_heads}", f"causal={c.causal}"]
-        if self._alphas is not None:
-            parts.append("alphas=[" + ", ".join(f"{a:.3g}" for a in self._alphas) + "]")
+        if self.alphas is not None:
+            parts.append("alphas=[" + ", ".join(f"{a:.3g}" for a in self.alphas.tolist()) + "]")
         if c.pool_size > 1:
             parts.append(f"pool_size={c.pool_size}")
         if c.chunk_size:

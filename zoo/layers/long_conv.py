@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from registry import register
-from zoo.base import MixerConfig, SequenceMixer, zero_padded
+from zoo.base import MixerConfig, SequenceMixer, config_field, zero_padded
 from zoo.functional.fftconv import fftconv, fftconv_reference
-from zoo.layers._common import ACTIVATIONS, ConvBlock, config_field
+from zoo.layers._common import ACTIVATIONS, ConvBlock
 
 
 

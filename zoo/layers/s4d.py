@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from registry import register
-from zoo.base import MixerConfig
-from zoo.layers._common import ACTIVATIONS, ConvBlock, config_field
+from zoo.base import MixerConfig, config_field
+from zoo.layers._common import ACTIVATIONS, ConvBlock
 from zoo.functional.ssm import (
     _validate_discretization,
     _validate_dt_range,

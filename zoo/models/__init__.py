@@ -8,7 +8,6 @@ from zoo.models.encoder import (
     ModelConfig,
     RetrievalHead,
     build_model,
-    resolve_layer_config,
 )
 
 __all__ = [
@@ -19,5 +18,4 @@ __all__ = [
     "ModelConfig",
     "RetrievalHead",
     "build_model",
-    "resolve_layer_config",
 ]

@@ -6,24 +6,24 @@
     Heads:    ClassificationHead  (B, D) -> (B, C)
               RetrievalHead       [u, v, u*v, u-v] (B, 4D) -> Mlp -> (B, C)   (LRA's dual encoder)
 
-The mixer of every block is built by the registry from a layer config (``name`` + fields); the
-encoder injects ``d_model`` from :class:`ModelConfig` and ``max_len`` when the layer declares
-``needs_max_len``. Nothing here knows any layer name.
+The mixer of every block is built from one resolved layer config (:func:`zoo.config.resolve_layer`:
+a registry name or mapping, with ``d_model`` from :class:`ModelConfig` and ``max_len`` injected
+when the layer declares ``needs_max_len``), resolved once per model. Nothing here knows any
+layer name.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-import registry
-from zoo.base import zero_padded
+from zoo.base import config_field, zero_padded
+from zoo.config import ResolvedLayer, resolve_layer
 
 __all__ = [
     "Block",
@@ -33,7 +33,6 @@ __all__ = [
     "ModelConfig",
     "RetrievalHead",
     "build_model",
-    "resolve_layer_config",
 ]
 
 NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
@@ -41,22 +40,18 @@ POS_EMBS = ("none", "learned", "sinusoidal")
 POOLINGS = ("mean", "max")
 
 
-def _help(default, text: str):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class ModelConfig:
     """Encoder + head sizes (the mixer itself is the separate layer config)."""
 
-    d_model: int = _help(128, "model width D; injected into the layer config")
-    n_layers: int = _help(4, "number of blocks")
-    mlp_ratio: float = _help(2.0, "hidden width of the block MLP (and of the retrieval head) / D")
-    dropout: float = _help(0.0, "dropout after the embedding, in the MLPs and before the head")
-    drop_path: float = _help(0.0, "stochastic depth rate of the last block (linearly increasing from 0)")
-    norm: str = _help("layernorm", "layernorm | rmsnorm")
-    pos_emb: str = _help("learned", "none | learned | sinusoidal (added to the input embedding)")
-    pooling: str = _help("mean", "mean | max over valid (non-padding) positions")
+    d_model: int = config_field(128, "model width D; injected into the layer config")
+    n_layers: int = config_field(4, "number of blocks")
+    mlp_ratio: float = config_field(2.0, "hidden width of the block MLP (and of the retrieval head) / D")
+    dropout: float = config_field(0.0, "dropout after the embedding, in the MLPs and before the head")
+    drop_path: float = config_field(0.0, "stochastic depth rate of the last block (linearly increasing from 0)")
+    norm: str = config_field("layernorm", "layernorm | rmsnorm")
+    pos_emb: str = config_field("learned", "none | learned | sinusoidal (added to the input embedding)")
+    pooling: str = config_field("mean", "mean | max over valid (non-padding) positions")
 
     def __post_init__(self) -> None:
         if self.d_model <= 0 or self.n_layers <= 0:
@@ -72,41 +67,18 @@ class ModelConfig:
                 raise ValueError(f"model.{name}={getattr(self, name)}: must lie in [0, 1)")
 
 
-def resolve_layer_config(layer: Any, d_model: int, max_len: int | None) -> DictConfig:
-    """The layer config (``name`` + fields) with ``d_model`` and, if the layer needs it, ``max_len``.
-
-    ``layer`` is a registry name, a mapping / DictConfig with ``name``. The result is validated by
-    the registry (unknown keys and wrong types raise with the valid keys listed).
-    """
-    if isinstance(layer, str):
-        cfg = OmegaConf.create({"name": layer})
-    elif isinstance(layer, DictConfig):
-        cfg = OmegaConf.create(OmegaConf.to_container(layer, resolve=True))
-    elif isinstance(layer, Mapping):
-        cfg = OmegaConf.create(dict(layer))
-    else:
-        raise TypeError(f"layer config must be a name or a mapping with `name:`, got {type(layer).__name__}")
-    if "name" not in cfg:
-        raise registry.ConfigError(f"layer config {OmegaConf.to_container(cfg)} has no `name:` key")
-    entry = registry.get(cfg.name)
-    cfg.d_model = d_model
-    if getattr(entry.cls, "needs_max_len", False):
-        if max_len is None:
-            raise ValueError(f"layer {cfg.name!r} needs max_len (fixed-length kernel): pass the task's max_len")
-        cfg.max_len = int(max_len)
-    registry.make_config(cfg)  # validate now, with the layer's name in every message
-    return cfg
-
-
 class Block(nn.Module):
     """Pre-norm residual block: ``x + DropPath(mixer(norm(x)))``, then ``x + DropPath(Mlp(norm(x)))``."""
 
-    def __init__(self, layer: Any, d_model: int, *, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 drop_path: float = 0.0, norm: str = "layernorm", max_len: int | None = None) -> None:
+    def __init__(self, layer: ResolvedLayer, d_model: int, *, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 drop_path: float = 0.0, norm: str = "layernorm") -> None:
         super().__init__()
-        self.layer_config = resolve_layer_config(layer, d_model, max_len)
+        if layer.config.d_model != d_model:
+            raise ValueError(f"layer config has d_model={layer.config.d_model}, the block {d_model}: resolve it "
+                             "with zoo.config.resolve_layer(..., d_model=...)")
+        self.layer_config = layer
         self.norm1 = NORMS[norm](d_model)
-        self.mixer = registry.build(self.layer_config)
+        self.mixer = layer.build()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = NORMS[norm](d_model)
         self.mlp = Mlp(d_model, hidden_features=int(round(d_model * mlp_ratio)), drop=dropout)
@@ -133,7 +105,8 @@ class Encoder(nn.Module):
 
     Args:
         config: the :class:`ModelConfig`.
-        layer: the layer config (registry name or mapping with ``name`` + fields).
+        layer: the layer: a :class:`~zoo.config.ResolvedLayer`, or a registry name / mapping with
+            ``name`` + fields (resolved here, once, with this model's ``d_model`` and ``max_len``).
         vocab_size: token inputs ``(B, L)`` int64 use an embedding of this size; ``None`` means float
             inputs ``(B, L)`` or ``(B, L, in_features)`` through a Linear.
         max_len: the longest input (positional table; ``max_len`` of layers that need it).
@@ -155,10 +128,11 @@ class Encoder(nn.Module):
         else:
             self.pos = None
         self.drop = nn.Dropout(config.dropout)
+        layer = resolve_layer(layer, d_model=D, max_len=max_len)
+        self.layer = layer
         rates = [config.drop_path * i / max(config.n_layers - 1, 1) for i in range(config.n_layers)]
         self.blocks = nn.ModuleList(
-            Block(layer, D, mlp_ratio=config.mlp_ratio, dropout=config.dropout, drop_path=r, norm=config.norm,
-                  max_len=max_len)
+            Block(layer, D, mlp_ratio=config.mlp_ratio, dropout=config.dropout, drop_path=r, norm=config.norm)
             for r in rates
         )
         self.norm = NORMS[config.norm](D)

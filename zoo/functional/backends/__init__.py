@@ -15,6 +15,7 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend, BackendUnavailable
+from zoo.functional.common import AttentionCall
 from zoo.functional.backends.flex import FlexBackend
 from zoo.functional.backends.reference import ReferenceBackend
 from zoo.functional.backends.sdpa import SDPABackend
@@ -82,8 +83,6 @@ def warn_refusal(impl: Backend, call, exc: Exception) -> None:
 
 def report(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> list[dict]:
     """Per backend and feature set: can it run here, and if not, why (for `zoo info`)."""
-    from zoo.functional.attention import AttentionCall
-
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []

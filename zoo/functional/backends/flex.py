@@ -16,19 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
+from zoo.functional.common import bucket_length
 
 RECOMPILE_LIMIT = 64
 
 
-def bucket_length(L: int) -> int:
-    """Round L up to a multiple of 128, then (above 1024) to a quarter of its power of two."""
-    if L <= 1024:
-        return -(-L // 128) * 128
-    step = 1 << (L.bit_length() - 3)  # 2^floor(log2 L) / 4, within 25% of L
-    return -(-L // step) * step
-
-
-def _decay_score_mod(alpha):
+def decay_score_mod(alpha):
     # The kernels hold scores in fp32; no explicit casts here (a `.to(score.dtype)` in a
     # score_mod miscompiles for bf16 on the CPU inductor path, torch 2.14).
     def score_mod(score, b, h, q_idx, kv_idx):
@@ -46,7 +39,7 @@ def _mask_mod(valid, causal):
 
 
 @functools.lru_cache(maxsize=1)
-def _dynamo_guard_options() -> dict:
+def dynamo_guard_options() -> dict:
     """Raise the recompile limit and fail (not fall back silently) past it, where torch has the knobs."""
     import torch._dynamo.config as cfg
 
@@ -58,7 +51,7 @@ def _dynamo_guard_options() -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _compiled():
+def compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
@@ -110,7 +103,7 @@ class FlexBackend(Backend):
             block_mask = create_block_mask(
                 _mask_mod(valid, causal_t), B, None, Lb, Lb, device=q.device, _compile=q.device.type == "cuda"
             )  # compiled on GPU: the eager path evaluates the mask over the whole (B, L, L) grid
-        score_mod = None if decay is None else _decay_score_mod(decay.to(torch.float32))
-        with torch._dynamo.config.patch(**_dynamo_guard_options()):
-            out = _compiled()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+        score_mod = None if decay is None else decay_score_mod(decay.to(torch.float32))
+        with torch._dynamo.config.patch(**dynamo_guard_options()):
+            out = compiled_flex_attention()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
         return out[:, :, :L]

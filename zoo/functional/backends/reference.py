@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from zoo.functional.backends.base import Backend
+from zoo.functional.reference import attention_reference
 
 
 class ReferenceBackend(Backend):
@@ -16,6 +17,4 @@ class ReferenceBackend(Backend):
     description = "materialised L x L scores in fp32 (the semantics; O(L^2) memory)"
 
     def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):
-        from zoo.functional.attention import attention_reference
-
         return attention_reference(q, k, v, decay=decay, causal=causal, key_padding_mask=key_padding_mask, scale=scale)

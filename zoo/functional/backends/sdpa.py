@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
+from zoo.functional.common import allowed_mask
 
 
 class SDPABackend(Backend):
@@ -17,8 +18,6 @@ class SDPABackend(Backend):
 
     def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):
         """Equivalent PyTorch code: ``softmax(q k^T * scale + mask) v``."""
-        from zoo.functional.attention import allowed_mask
-
         if key_padding_mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
         mask = allowed_mask(key_padding_mask, causal, q.shape[-2], q.device)  # (B, 1, L, L)

@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend
+from zoo.functional.common import allowed_mask
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,8 +71,6 @@ class XFormersBackend(Backend):
     def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):
         """Equivalent PyTorch code: ``softmax(q k^T * scale + bias) v`` (layout (B, L, H, d))."""
         import xformers.ops as xops
-
-        from zoo.functional.attention import allowed_mask
 
         B, H, L, d = q.shape
         qx, kx, vx = (t.transpose(1, 2) for t in (q, k, v))  # (B, L, H, d)

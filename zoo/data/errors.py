@@ -1,4 +1,4 @@
-"""Errors, task names, and the bookkeeping of malformed rows shared by the LRA loaders."""
+"""Errors, the cache location, and the bookkeeping of malformed rows shared by the LRA loaders."""
 
 from __future__ import annotations
 
@@ -8,20 +8,15 @@ import warnings
 from pathlib import Path
 
 __all__ = [
-    "TASKS",
     "DataWarning",
     "EmptySplitError",
     "MalformedRowError",
     "RowReporter",
     "TaskNotFoundError",
     "default_cache_dir",
-    "validate_task",
 ]
 
-log = logging.getLogger("zoo.lra")
-
-#: The six LRA tasks, by the names the CLI and ``prepare`` take.
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+log = logging.getLogger("zoo.data")
 
 CACHE_ENV = "ZOO_DATA_CACHE"
 
@@ -40,16 +35,6 @@ class MalformedRowError(ValueError):
 
 class EmptySplitError(ValueError):
     """A split came out empty: never returned silently."""
-
-
-def validate_task(task: str) -> str:
-    t = task.lower().replace("-", "").replace("_", "")
-    aliases = {"imdb": "text", "aan": "retrieval", "cifar": "image", "cifar10": "image", "pathfinder32": "pathfinder",
-               "pathfinder128": "pathx"}
-    t = aliases.get(t, t)
-    if t not in TASKS:
-        raise ValueError(f"unknown LRA task {task!r}: choose one of {', '.join(TASKS)}")
-    return t
 
 
 def default_cache_dir() -> Path:

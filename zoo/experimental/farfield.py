@@ -66,12 +66,12 @@ def farfield_error_bound(delta: float, v) -> float:
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, decay: Tensor, delta: float, key_padding_mask: Tensor | None) -> None:
-    from zoo.functional.attention import _validate_options, _validate_qkv
+    from zoo.functional.common import validate_options, validate_qkv
 
-    _validate_qkv(q, k, v)
+    validate_qkv(q, k, v)
     if decay is None:
         raise ValueError("farfield: decay (per-head alphas, shape (H,)) is required; without decay use attention()")
-    _validate_options(q, decay, 1, None, key_padding_mask)
+    validate_options(q, decay, 1, None, key_padding_mask)
     if isinstance(delta, Tensor) or not isinstance(delta, (int, float)) or isinstance(delta, bool):
         raise TypeError(f"farfield: delta must be a positive float, got {type(delta).__name__}")
     if not (delta > 0 and math.isfinite(delta)):
@@ -262,10 +262,10 @@ def _sink_score_mod(alpha: Tensor, logn: Tensor, sink: int):
 def _flex_call(q, k, v, score_mod, mask_mod, B, H, Lb, scale, want_lse, compiled):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    from zoo.functional.backends.flex import _compiled, _dynamo_guard_options
+    from zoo.functional.backends.flex import compiled_flex_attention, dynamo_guard_options
 
     block_mask = create_block_mask(mask_mod, B, H, Lb, Lb, device=q.device, _compile=q.device.type == "cuda")
-    fn = _compiled() if compiled else flex_attention
+    fn = compiled_flex_attention() if compiled else flex_attention
     kw = dict(score_mod=score_mod, block_mask=block_mask, scale=scale)
     if want_lse:
         try:
@@ -276,7 +276,7 @@ def _flex_call(q, k, v, score_mod, mask_mod, B, H, Lb, scale, want_lse, compiled
         except ImportError:  # pragma: no cover - older torch
             kw["return_lse"] = True
             aux_style = False
-    with torch._dynamo.config.patch(**_dynamo_guard_options()):
+    with torch._dynamo.config.patch(**dynamo_guard_options()):
         res = fn(q, k, v, **kw)
     if not want_lse:
         return res, None
@@ -336,7 +336,8 @@ def farfield_attention(
     if near_impl == "sink" and needs_grad:
         raise NotImplementedError("farfield_attention: the sink near-field path is forward-only on CPU")
 
-    from zoo.functional.backends.flex import _decay_score_mod, bucket_length
+    from zoo.functional.backends.flex import decay_score_mod
+    from zoo.functional.common import bucket_length
 
     valid = None if key_padding_mask is None else ~key_padding_mask
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -351,7 +352,7 @@ def farfield_attention(
         vmask = torch.zeros(B, Lb, dtype=torch.bool, device=q.device)
         vmask[:, :L] = True if valid is None else valid
         qq, kk, vv = (F.pad(t, (0, 0, 0, Lb - L)) if Lb != L else t for t in (q, k, v))
-        o_near, lse = _flex_call(qq, kk, vv, _decay_score_mod(alpha), _band_mask_mod(vmask, W, causal_t, None),
+        o_near, lse = _flex_call(qq, kk, vv, decay_score_mod(alpha), _band_mask_mod(vmask, W, causal_t, None),
                                  B, H, Lb, scale, True, _compile)
         o_near, lse = o_near[:, :, :L].to(ct), lse[:, :, :L].to(ct)
         out = _combine(o_near, lse, n_far, sum_far, row_ok.expand(B, H, L))

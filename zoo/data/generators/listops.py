@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.base import config_field
+
 __all__ = [
     "ListOpsGenConfig",
     "generate_listops",
@@ -67,16 +69,16 @@ for _i, _s in enumerate(_TOKEN_STRINGS):
 class ListOpsGenConfig:
     """Parameters of the generator (defaults: LRA's ``basic`` task, 96k/2k/2k)."""
 
-    n_train: int = 96_000
-    n_val: int = 2_000
-    n_test: int = 2_000
-    max_depth: int = 10
-    min_args: int = 2
-    max_args: int = 10
-    min_length: int = 500  # exclusive
-    max_length: int = 2000  # exclusive
-    leaf_prob: float = 0.75
-    seed: int = 0
+    n_train: int = config_field(96_000, "training trees")
+    n_val: int = config_field(2_000, "validation trees")
+    n_test: int = config_field(2_000, "test trees")
+    max_depth: int = config_field(10, "root is depth 1; nodes at this depth are leaves")
+    min_args: int = config_field(2, "fewest arguments of an operator")
+    max_args: int = config_field(10, "most arguments of an operator")
+    min_length: int = config_field(500, "keep trees longer than this (exclusive)")
+    max_length: int = config_field(2000, "keep trees shorter than this (exclusive)")
+    leaf_prob: float = config_field(0.75, "probability that a node above the maximum depth is a leaf")
+    seed: int = config_field(0, "random seed")
 
     def validate(self) -> None:
         if min(self.n_train, self.n_val, self.n_test) < 0 or self.n_train + self.n_val + self.n_test == 0:
@@ -350,7 +352,7 @@ def generate_listops(out_dir: str | os.PathLike, cfg: ListOpsGenConfig | None = 
             }
         seconds = time.perf_counter() - t0
         meta = {
-            "generator": "zoo.lra.listops_gen",
+            "generator": "zoo.data.generators.listops",
             "algorithm_version": ALGORITHM_VERSION,
             "batch": _BATCH,
             "params": asdict(cfg),

@@ -3,8 +3,8 @@
 ``tiny_lra(root)`` writes all six tasks under ``root/lra_release/lra_release/`` (plus
 ``aclImdb`` and ``cifar-10-batches-py`` beside it), small enough to prepare in about a second:
 
-    from zoo.lra.testing import tiny_lra
-    root = tiny_lra(tmp_path)                 # then: zoo.lra.prepare("listops", root, cache_dir=...)
+    from zoo.data.testing import tiny_lra
+    root = tiny_lra(tmp_path)                 # then: zoo.data.prepare("listops", root, cache_dir=...)
 
 The single-file writers (``write_listops_tsv``, ``write_imdb``, ``write_aan_tsv``,
 ``write_cifar_batch``, ``write_pathfinder``) write exactly what they are given, quirks included.
@@ -89,7 +89,7 @@ def write_pathfinder(task_dir: Path, images, labels, *, per_folder: int = 1000, 
 
 def tiny_lra(root: Path, *, seed: int = 0, n: int = 40) -> Path:
     """All six tasks, ``n`` examples per official split (CIFAR: ``n`` per batch), well formed."""
-    from zoo.lra.listops_gen import ListOpsGenConfig, generate_listops
+    from zoo.data.generators.listops import ListOpsGenConfig, generate_listops
 
     rng = np.random.default_rng(seed)
     root = Path(root)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.lra.prepare import PreparedTask
-from zoo.lra.tokenizers import ByteTokenizer, ListOpsTokenizer
+from zoo.data.prepare import PreparedTask
 
 __all__ = ["describe", "sample_grid"]
 
@@ -40,26 +39,20 @@ def describe(data: PreparedTask, n_examples: int = 3, split: str = "train") -> s
     if len(idx):
         lines.append(f"  examples ({split}):")
     for i in idx:
-        item = ds[int(i)]
-        label = item[-1]
-        if data.task == "listops":
-            text = ListOpsTokenizer().decode(item[0].numpy())
-            lines.append(f"    #{i} label={label} tokens={int(ds.lengths[i])}: {_clip(text)}")
-        elif data.task == "text":
-            lines.append(f"    #{i} label={label} ({'pos' if label else 'neg'}) bytes={int(ds.lengths[i])}: "
-                         f"{_clip(ByteTokenizer.decode(item[0].numpy()))}")
-        elif data.task == "retrieval":
-            lines.append(f"    #{i} label={label} ({'cited' if label else 'not cited'}) "
-                         f"bytes={int(ds.lengths[i][0])}+{int(ds.lengths[i][1])}")
-            lines.append(f"       doc1: {_clip(ByteTokenizer.decode(item[0].numpy()), 120)}")
-            lines.append(f"       doc2: {_clip(ByteTokenizer.decode(item[1].numpy()), 120)}")
+        if data.spec.describe_example is not None:
+            shown = data.spec.describe_example(ds, int(i))
         else:
-            x = item[0].float().numpy()
-            lines.append(f"    #{i} label={label} pixels={x.size} min={x.min():g} mean={x.mean():.3g} max={x.max():g}")
+            *inputs, label = ds[int(i)]
+            x = inputs[0].float().numpy()
+            shown = [f"#{i} label={_label(data, label)} pixels={x.size} min={x.min():g} mean={x.mean():.3g} "
+                     f"max={x.max():g}"]
+        lines += ["    " + _clip(line) for line in shown]
     return "\n".join(lines)
 
 
-_CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+def _label(data: PreparedTask, label: int) -> str:
+    names = data.spec.class_names
+    return f"{label} ({names[label]})" if names else str(label)
 
 
 def sample_grid(data: PreparedTask, out: str | Path, *, split: str = "train", n: int = 16, seed: int = 0) -> Path:
@@ -74,16 +67,11 @@ def sample_grid(data: PreparedTask, out: str | Path, *, split: str = "train", n:
     rows = int(np.ceil(idx.size / cols))
     fig = Figure(figsize=(2.0 * cols, 2.2 * rows))
     FigureCanvasAgg(fig)
-    arrays = ds._inputs()[0]
+    arrays = ds.arrays[0]
     for k, i in enumerate(idx):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.imshow(np.asarray(arrays[i]).reshape(side, side), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        label = int(ds.labels[i])
-        if data.task == "image":
-            title = f"#{i}: {label} {_CIFAR[label]}"
-        else:
-            title = f"#{i}: {label} ({'connected' if label else 'not connected'})"
-        ax.set_title(title, fontsize=8)
+        ax.set_title(f"#{i}: {_label(data, int(ds.labels[i]))}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{data.task} {split} ({data.manifest['source_dir']})", fontsize=8)
     fig.tight_layout()

@@ -1,7 +1,7 @@
 """Tokenisers with fixed, documented vocabularies (never built from the data).
 
 Padding convention for every token task: id ``PAD_ID = 0`` is padding and nothing else, so a
-padding mask is ``tokens == 0`` with **True = padding** (see ``zoo.lra.dataset.padding_mask``).
+padding mask is ``tokens == 0`` with **True = padding** (see ``zoo.data.dataset.padding_mask``).
 Pixel tasks (image, pathfinder, pathx) have no padding: every sequence is full length, and a
 pixel value 0 is a real token.
 
@@ -113,13 +113,17 @@ def grayscale(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(g + 0.5), 0, 255).astype(np.uint8)
 
 
-def pixel_values(x: np.ndarray, mode: str, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
-    """uint8 pixels -> the model's input: ``tokens`` int64 0..255; ``unit`` float32 ``x/255``
-    (LRA's ``normalize``); ``signed`` float32 in [-1, 1]; ``standard`` float32 ``(x/255-mean)/std``
-    (mean, std of the training split, recorded in the manifest)."""
+def pixel_values(x, mode: str, mean: float = 0.0, std: float = 1.0):
+    """uint8 pixels (a torch tensor on any device, or a numpy array) -> the model's input tensor:
+    ``tokens`` int64 0..255; ``unit`` float32 ``x/255`` (LRA's ``normalize``); ``signed`` float32 in
+    [-1, 1]; ``standard`` float32 ``(x/255-mean)/std`` (mean, std of the training split, recorded in
+    the manifest)."""
+    import torch
+
+    x = torch.as_tensor(x)
     if mode == "tokens":
-        return x.astype(np.int64)
-    f = x.astype(np.float32) / 255.0
+        return x.long()
+    f = x.float() / 255.0
     if mode == "unit":
         return f
     if mode == "signed":

@@ -32,7 +32,8 @@ from typing import Callable
 
 import numpy as np
 
-from zoo.lra.common import DataWarning
+from zoo._io import atomic_write_text
+from zoo.data.errors import DataWarning
 
 __all__ = ["NpyAppender", "SplitWriter", "build_entry", "cache_key", "check_entry", "file_digests"]
 
@@ -107,10 +108,6 @@ class SplitWriter:
     def close(self) -> int:
         counts = {w.close() for w in self.files.values()}
         return counts.pop()
-
-    def abort(self) -> None:
-        for w in self.files.values():
-            w.close()
 
 
 def _sampled_hash(path: Path, size: int) -> str:
@@ -195,13 +192,10 @@ def build_entry(cache_dir: Path, name: str, key: str, build: Callable[[Path], di
     try:
         manifest = build(tmp)
         manifest["key"] = key
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
         files = {p.name: file_digests(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         done = {"format_version": FORMAT_VERSION, "key": key, "files": files}
-        with open(tmp / "COMPLETE.json", "w") as f:
-            f.write(json.dumps(done, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        atomic_write_text(tmp / "COMPLETE.json", json.dumps(done, indent=2) + "\n")
         if final.exists():
             trash = cache_dir / f".trash-{name}-{uuid.uuid4().hex[:8]}"
             os.replace(final, trash)

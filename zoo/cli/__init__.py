@@ -1,0 +1,114 @@
+"""The ``zoo`` command: list / describe / info / bench / train / compare / data.
+
+Every layer is addressed by its registry name and every task by its task name; fields are
+overridden with ``key=value`` pairs (OmegaConf dotlist syntax) anywhere on the line, e.g.
+``zoo describe las n_heads=4 causal=true`` or ``zoo train listops --data-root X optim.lr=1e-3``.
+Mistakes print one line and exit 2; a diverged run exits 3; Ctrl-C / SIGTERM exit 130 / 143
+after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  zoo list                                    every registered layer (built-ins and plugins)
+  zoo describe las pool_size=5                the config schema, and the config after overrides
+  zoo info                                    which attention backends run here, and why the others do not
+  zoo train listops_small                     train an LRA experiment (configs/experiments/), resumable
+  zoo train listops layer=las model.n_layers=6 --data-root ~/lra
+  zoo compare listops_small                   train several layers x seeds, one table + plots (configs/comparisons/)
+  zoo bench --quick                           forward+backward time and memory of every layer, side by side
+  zoo bench --layers vanilla las s4d --lengths 1024 4096 --device cuda --dtype bf16 --out runs/bench
+  zoo data generate listops --out data/       offline LRA data (`zoo data --help`)
+
+Plugins: third-party layers register through the entry-point group `zoo.layers`;
+set ZOO_DISABLE_PLUGINS=1 to skip them. See README.md.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (and exit 2), naming where to get help."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zoo.cli.bench import add_bench_parser
+    from zoo.cli.compare import add_compare_parser
+    from zoo.cli.data import add_data_parser
+    from zoo.cli.layers import add_layer_parsers
+    from zoo.cli.train import add_train_parser
+
+    parser = Parser(
+        prog="zoo",
+        description="Long-range sequence mixers (attention, LaS, S4D, long convolutions) behind one "
+        "registry: list and configure them, inspect kernels, benchmark them side by side, train them on "
+        "the Long Range Arena and compare the trained layers, prepare LRA data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    add_layer_parsers(sub)
+    add_bench_parser(sub)
+    add_train_parser(sub)
+    add_compare_parser(sub)
+    add_data_parser(sub)
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides stand anywhere on the line (after options too)."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = _parse(parser, argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    import registry
+    from zoo.data import TaskNotFoundError
+    from zoo.train import CheckpointError, Interrupted, RunLockedError, TrainingDiverged
+
+    prog = f"zoo {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingDiverged as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 3
+    except (registry.RegistryError, ValueError, TaskNotFoundError, FileNotFoundError, FileExistsError,
+            RunLockedError, CheckpointError) as exc:
+        print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

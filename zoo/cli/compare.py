@@ -1,0 +1,40 @@
+"""``zoo compare COMPARISON [KEY=VALUE ...]``: train a grid of layers x seeds and report them side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  zoo compare listops_small                          the CPU grid of `make run` (generated ListOps, 4 layers x 2 seeds)
+  zoo compare listops_small seeds=[0,1,2] budget.epochs=4
+  zoo compare listops_paper execution.runs_per_gpu=3 --out results     paper-settings ListOps on the GPUs
+  zoo compare listops_paper execution.executor=submitit execution.submitit.cluster=slurm \\
+      execution.submitit.slurm_partition=gpu execution.submitit.timeout_min=600
+
+COMPARISON is a name in configs/comparisons/ or a YAML path; overrides are OmegaConf dotlist pairs
+(experiment, layers, seeds, budget.*, baseline, overrides, execution.*). Every run is a resumable
+`zoo train` run folder under OUT/<comparison>/runs/; run the same command again after a stop to
+resume the unfinished runs (finished ones are skipped). The report: OUT/<comparison>/table.md,
+results.json, curves.png, cost.png.
+"""
+
+
+def _cmd_compare(args) -> int:
+    from zoo.train.compare import load_comparison, run_grid
+
+    cfg, name = load_comparison(args.comparison, args.overrides)
+    run_grid(cfg, name, args.out, progress=not args.no_progress)
+    return 0
+
+
+def add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train every listed layer (and seed) under one budget; one table + plots",
+                       description="Train a grid of layers x seeds on an LRA experiment under the same budget and "
+                       "report accuracy and cost side by side.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("comparison", help="comparison name (configs/comparisons/NAME.yaml) or YAML path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="comparison overrides, anywhere on the line")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_compare)

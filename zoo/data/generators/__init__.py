@@ -1,0 +1,1 @@
+"""Offline generators of LRA tasks in the official layouts (ListOps; Pathfinder / Path-X)."""

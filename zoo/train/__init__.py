@@ -1,0 +1,27 @@
+"""Training on the Long Range Arena: experiments, the loop, checkpoints, metrics, comparison grids.
+
+    from zoo.train import run_experiment
+    summary = run_experiment("listops_small", ["layer=las"], out="runs")   # resumable; returns summary.json
+"""
+
+from zoo.train.checkpoint import CheckpointError
+from zoo.train.experiment import Experiment, ExperimentConfigError, load_experiment
+from zoo.train.optim import build_optimizer, build_scheduler, param_groups
+from zoo.train.runs import RunLockedError, run_experiment
+from zoo.train.trainer import Interrupted, MemoryEstimateError, Trainer, TrainingDiverged
+
+__all__ = [
+    "CheckpointError",
+    "Experiment",
+    "ExperimentConfigError",
+    "Interrupted",
+    "MemoryEstimateError",
+    "RunLockedError",
+    "Trainer",
+    "TrainingDiverged",
+    "build_optimizer",
+    "build_scheduler",
+    "load_experiment",
+    "param_groups",
+    "run_experiment",
+]

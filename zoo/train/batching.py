@@ -1,0 +1,141 @@
+"""Batches at hardware speed: length-aware, a bounded set of shapes, the data on the device.
+
+* :func:`epoch_batches` is a pure function of ``(seed, epoch)`` (so a resumed run sees the same
+  batches). With ``bucketed=True`` the shuffled examples are cut into pools of ``pool`` batches,
+  each pool sorted by length and cut into batches, and the batch order shuffled again: a batch
+  holds examples of similar length, so little compute goes to padding.
+* :class:`BatchSource` gathers a batch of rows (from device-resident tensors when the split fits,
+  else from the memory-mapped arrays), trims it to the shape bucket of its longest example
+  (:func:`zoo.functional.common.bucket_length`, capped at the task's length) and fills it to the
+  full batch size with zero-weight rows, so a model sees at most a dozen shapes per task and a
+  compiled kernel compiles a bounded number of times.
+
+A :class:`Batch` carries the inputs, their padding masks (True = padding), the labels, the
+row weights (1 real, 0 filler) and the token counts (real and padded) for throughput reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zoo.functional.common import bucket_length
+
+__all__ = ["Batch", "BatchSource", "epoch_batches", "eval_batches"]
+
+POOL_BATCHES = 64
+ON_DEVICE_LIMIT = 4 << 30  # bytes of a split held on the device under data.on_device=auto
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, *, bucketed: bool = True,
+                  pool: int = POOL_BATCHES) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch; a pure function of ``(seed, epoch)``."""
+    n = len(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(n)
+    if not bucketed:
+        return [perm[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+    batches = []
+    size = pool * batch_size
+    for start in range(0, n, size):
+        chunk = perm[start:start + size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]  # (pool * B,) by length
+        batches += [chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Deterministic evaluation batches: examples sorted by length (least padding), then cut."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class Batch:
+    inputs: list[torch.Tensor]            # each (B, L_i): token ids (int64) or float pixels
+    masks: list[torch.Tensor | None]      # each (B, L_i) bool, True = padding; None without padding
+    labels: torch.Tensor                  # (B,) int64
+    weights: torch.Tensor                 # (B,) float32: 1 for real rows, 0 for filler rows
+    n_rows: int                           # real rows
+    real_tokens: int                      # tokens before padding, over the real rows and inputs
+    padded_tokens: int                    # tokens the model computes on (B * sum L_i)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(tuple(x.shape) for x in self.inputs)
+
+
+class BatchSource:
+    """Makes :class:`Batch` es of a dataset with the ``ArrayDataset`` interface on ``device``.
+
+    Args:
+        ds: a dataset with ``arrays``, ``labels``, ``lengths``, ``token_lengths()``, ``convert()``,
+            ``padding_mask()``, ``has_padding`` and ``max_len``.
+        device: where batches are made.
+        on_device: ``"auto"`` (hold the split on ``device`` when it is CUDA and under 4 GiB),
+            ``"true"`` or ``"false"``.
+        buckets: trim padded token batches to shape buckets (else to the longest example).
+    """
+
+    def __init__(self, ds, device: torch.device, *, on_device: str = "auto", buckets: bool = True) -> None:
+        self.ds = ds
+        self.device = device
+        self.buckets = buckets
+        self.lengths = np.asarray(ds.lengths).reshape(len(ds), -1)  # (N, n_inputs)
+        size = sum(int(np.asarray(a).nbytes) if not hasattr(a, "nbytes") else int(a.nbytes) for a in ds.arrays)
+        keep = on_device == "true" or (on_device == "auto" and device.type == "cuda" and size <= ON_DEVICE_LIMIT)
+        self.on_device = keep
+        if keep:  # one copy of the stored rows on the device (ListOps: 192 MB as uint8)
+            self.arrays = [_to_tensor(np.asarray(a)).to(device) for a in ds.arrays]
+            self.labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long).to(device)
+        else:
+            self.arrays = list(ds.arrays)
+            self.labels = None
+
+    def length_of(self, rows: np.ndarray) -> int:
+        """The padded length of a batch whose longest example has ``rows`` tokens."""
+        if not self.ds.has_padding:
+            return self.ds.max_len
+        return min(bucket_length(int(rows), min_step=16), self.ds.max_len) if self.buckets else int(rows)
+
+    def shapes(self) -> list[int]:
+        """Every padded length a batch of this dataset can have (to compile them ahead)."""
+        if not self.ds.has_padding:
+            return [self.ds.max_len]
+        lo, hi = int(self.lengths.min()), int(self.lengths.max())
+        return sorted({self.length_of(n) for n in range(max(lo, 1), hi + 1)})
+
+    def batch(self, indices: list[int], batch_size: int) -> Batch:
+        """The batch of ``indices``, filled to ``batch_size`` rows with zero-weight copies of its first row."""
+        n = len(indices)
+        idx = np.asarray(indices + [indices[0]] * (batch_size - n), dtype=np.int64)  # (B,)
+        lengths = self.lengths[idx[:n]]  # (n, n_inputs)
+        inputs, masks = [], []
+        for j, arr in enumerate(self.arrays):
+            L = self.length_of(lengths[:, j].max())
+            if self.on_device:
+                rows = arr.index_select(0, torch.from_numpy(idx).to(self.device, non_blocking=True))[:, :L]
+            else:
+                rows = _to_tensor(np.ascontiguousarray(arr[idx, :L])).to(self.device, non_blocking=True)
+            x = self.ds.convert(rows)  # (B, L)
+            inputs.append(x)
+            masks.append(self.ds.padding_mask(x))
+        if self.labels is not None:
+            labels = self.labels.index_select(0, torch.from_numpy(idx).to(self.device, non_blocking=True))
+        else:
+            labels = torch.as_tensor(np.asarray(self.ds.labels)[idx], dtype=torch.long).to(self.device, non_blocking=True)
+        weights = torch.zeros(batch_size, dtype=torch.float32)
+        weights[:n] = 1.0
+        return Batch(inputs=inputs, masks=masks, labels=labels, weights=weights.to(self.device, non_blocking=True),
+                     n_rows=n, real_tokens=int(lengths.sum()),
+                     padded_tokens=batch_size * sum(int(x.shape[1]) for x in inputs))
+
+
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    """numpy rows -> a tensor torch can index (uint16 has too few kernels: stored ids fit in int32)."""
+    if a.dtype == np.uint16:
+        a = a.astype(np.int32)
+    return torch.from_numpy(np.ascontiguousarray(a))

@@ -1,0 +1,103 @@
+"""Checkpoints that lose nothing: atomic writes, the last two kept, corrupt files set aside.
+
+``save`` writes ``checkpoint.pt`` atomically after moving the previous one to
+``checkpoint.prev.pt``; ``load_latest`` returns the newest checkpoint that loads and moves an
+unreadable one (truncated, empty, garbage) to ``<name>.corrupt`` with a one-line warning, so a
+damaged file never costs more than the steps since the previous checkpoint. RNG states (torch,
+CUDA, numpy, Python) travel with the checkpoint so that a resumed run draws the same dropout
+masks and batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo._io import atomic_torch_save
+
+__all__ = ["BEST", "CHECKPOINT", "PREVIOUS", "CheckpointError", "load_latest", "rng_state", "save", "set_rng_state"]
+
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+BEST = "best.pt"
+
+_REQUIRED = ("model", "optimizer", "step", "config", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint: every candidate is missing or unreadable (the message names them)."""
+
+
+def save(state: dict, run_dir: Path) -> Path:
+    """Write ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
+    path = run_dir / CHECKPOINT
+    if path.exists():
+        os.replace(path, run_dir / PREVIOUS)
+    return atomic_torch_save(state, path)
+
+
+def _read(path: Path, map_location) -> dict:
+    ck = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ck, dict) or any(k not in ck for k in _REQUIRED):
+        raise ValueError(f"not a zoo checkpoint (keys: {sorted(ck) if isinstance(ck, dict) else type(ck).__name__})")
+    return ck
+
+
+def load_latest(run_dir: Path, map_location=None) -> tuple[dict, Path] | None:
+    """``(checkpoint, path)`` of the newest readable checkpoint in ``run_dir``, or None if there is none.
+
+    An unreadable candidate is renamed ``<name>.corrupt`` (never deleted) and reported in one line.
+
+    Raises:
+        CheckpointError: checkpoints exist but none can be read.
+    """
+    tried = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            return _read(path, map_location), path
+        except Exception as exc:  # truncated, empty, garbage, wrong content: set aside, try the older one
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
+            tried.append(f"{path} ({why})")
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"{path} is unreadable ({why}); moved it to {path.name}.corrupt", RuntimeWarning, stacklevel=2)
+    if tried:
+        raise CheckpointError(f"no usable checkpoint in {run_dir}: {'; '.join(tried)}. The files were moved to "
+                              "*.corrupt; delete the run folder (or choose another --out) to start over")
+    return None
+
+
+def peek_step(path: Path) -> int | None:
+    """The step recorded in a checkpoint file, or None if it cannot be read."""
+    try:
+        return int(_read(path, "cpu")["step"])
+    except Exception:
+        return None
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    # RNG states are CPU ByteTensors; a checkpoint loaded with map_location="cuda" moved them.
+    torch.set_rng_state(s["torch"].cpu())
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

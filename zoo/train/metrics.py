@@ -1,0 +1,100 @@
+"""Run metrics: ``metrics.jsonl`` (one JSON record per line), optional TensorBoard / W&B, curves.
+
+Records have a ``kind`` (``train``, ``val``, ``test``, ``diverged``, ``interrupted``) and a ``step``.
+On resume the log is cut back to the checkpoint's step, so an interrupted run never holds
+duplicated or orphaned records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zoo._io import atomic_write_text
+
+__all__ = ["MetricsLog", "plot_curves", "read_metrics"]
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLog:
+    """Appends records to ``run_dir/metrics.jsonl`` and mirrors scalars to TensorBoard / W&B if asked."""
+
+    def __init__(self, run_dir: Path, *, tensorboard: bool = False, wandb: bool = False, run_name: str = "",
+                 config: dict | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.touch()
+        self._tb = self._wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise RuntimeError(f"train.tensorboard=true needs the tensorboard package ({exc}); "
+                                   "pip install tensorboard") from None
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        if wandb:
+            try:
+                import wandb as wandb_lib
+            except ImportError:
+                raise RuntimeError("train.wandb=true needs the wandb package; pip install wandb") from None
+            self._wandb = wandb_lib.init(name=run_name, config=config, dir=str(run_dir), resume="allow",
+                                         id=run_name.replace("/", "-") or None)
+
+    def log(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        scalars = {f"{record['kind']}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+        if self._tb is not None and "step" in record:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, record["step"])
+        if self._wandb is not None and "step" in record:
+            self._wandb.log(scalars, step=record["step"])
+
+    def truncate(self, step: int) -> None:
+        """Keep only the train/val records up to ``step`` (the checkpoint being resumed)."""
+        rows = read_metrics(self.path)
+        keep = [r for r in rows if r.get("kind") in ("train", "val") and r["step"] <= step]
+        if len(keep) != len(rows):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def plot_curves(metrics_path: Path, out: Path, title: str = "") -> Path | None:
+    """Loss and accuracy vs step (train and val) from ``metrics.jsonl`` into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for kind, style in (("train", "-"), ("val", "o-")):
+        pts = [r for r in rows if r.get("kind") == kind]
+        if not pts:
+            continue
+        steps = [r["step"] for r in pts]
+        axes[0].plot(steps, [r["loss"] for r in pts], style, label=kind, markersize=3)
+        axes[1].plot(steps, [r["acc"] for r in pts], style, label=kind, markersize=3)
+    for ax, name in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
