@@ -200,17 +200,40 @@ def test_auto_matches_reference_with_gradients(case, count_include_pad):
         assert rel_err(g, rg) <= 1e-5
 
 
+GPU_CASES = [(name, case) for name in ("xformers", "sdpa", "flex", "reference") for case in CASES
+             if backends.get(name).supports_decay or not case[0]]  # only what each backend declares it can run
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["xformers", "sdpa", "flex", "reference"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("name,case", GPU_CASES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_backend_matches_reference_gpu(name, case, dtype):
-    if case[0] and not backends.get(name).supports_decay:
-        pytest.skip(f"{name} cannot express the decay (declared)")
     out, ref, (q, k, v) = run_case(name, case, dtype, device="cuda", requires_grad=True)
     assert rel_err(out, ref) <= TOL[dtype]
     out.float().pow(2).sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,decay", [("xformers", False), ("flex", True), ("flex", False)])
+@pytest.mark.parametrize("head_dim", [8, 32])
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_batches_match_reference_with_gradients_gpu(name, decay, head_dim, causal):
+    """The training path on the GPU: random lengths (xformers packs them, flex masks them; flex pads a head
+    dim of 8 to 16), outputs and gradients against the materialised reference, in fp32."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    B, H, L = 6, 4, 200
+    q, k, v = (torch.randn(B, H, L, head_dim, device="cuda", generator=g, requires_grad=True) for _ in range(3))
+    lengths = torch.tensor([200, 1, 37, 128, 150, 199], device="cuda")
+    mask = torch.arange(L, device="cuda")[None] >= lengths[:, None]  # (B, L) right padding
+    alphas = torch.linspace(0, 0.3, H, device="cuda") if decay else None
+    out = attention(q, k, v, decay=alphas, causal=causal, key_padding_mask=mask, backend=name)
+    ref = attention_reference(q, k, v, decay=alphas, causal=causal, key_padding_mask=mask)
+    assert rel_err(out, ref) <= 1e-4
+    grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got, want) <= 1e-4
 
 
 @pytest.mark.gpu
@@ -335,18 +358,67 @@ def test_invalid_layer_configs():
 
 
 def test_head_dim_limits_are_declared(monkeypatch):
-    """Seen on the H200: FlexAttention's CUDA kernels need head_dim >= 16; xformers refuses head_dim 2."""
+    """Seen on the H200: xformers refuses head_dim 2; FlexAttention's CUDA kernels need head_dim >= 16, which
+    the flex backend meets by zero-padding the head (so it declares small heads as runnable)."""
     from zoo.functional.backends import xformers as xf
 
     monkeypatch.setattr(xf, "_probe_call", lambda device_str: None)  # no GPU here: pretend the probe ran
     xf._probe.cache_clear()
     monkeypatch.setattr(xf, "_probe", functools.lru_cache(maxsize=None)(xf._probe.__wrapped__))
     cuda = lambda d, decay: AttentionCall(torch.device("cuda"), torch.bfloat16, 1, 8, 256, d, decay, False, True, True)  # noqa: E731
-    assert "head_dim=8 < 16" in " ".join(backends.get("flex").not_supported_reasons(cuda(8, True)))
-    assert not any("head_dim" in r for r in backends.get("flex").not_supported_reasons(cuda(16, True)))
+    assert not any("head_dim" in r for r in backends.get("flex").not_supported_reasons(cuda(8, True)))
     assert "not a multiple of 8" in " ".join(backends.get("xformers").not_supported_reasons(cuda(2, False)))
     cpu = AttentionCall(torch.device("cpu"), torch.float32, 1, 8, 256, 8, True, False, False, False)
     assert backends.select(cpu).name == "flex"  # the CPU kernels take head_dim 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flex_pads_small_heads_exactly(monkeypatch, dtype):
+    """The zero-padding the CUDA kernels need for head_dim < 16, run here on the CPU kernels (inference)."""
+    from zoo.functional.backends.flex import FlexBackend
+
+    monkeypatch.setattr(FlexBackend, "MIN_HEAD_DIM", {"cpu": 16})
+    q, k, v = (torch.randn(2, 3, 40, 4, dtype=dtype) for _ in range(3))
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[1, 29:] = True
+    alphas = torch.tensor([0.0, 0.1, 0.4])
+    with torch.no_grad():
+        out = FlexBackend().run(q, k, v, decay=alphas, causal=False, key_padding_mask=mask, scale=4 ** -0.5)
+    ref = attention_reference(q, k, v, decay=alphas, key_padding_mask=mask)
+    assert out.shape == q.shape
+    valid = ~mask[:, None, :, None]
+    assert rel_err(out * valid, ref) < (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packing_is_the_padding_rule(causal, dtype):
+    """The padding-free layout of the xformers path: pack the valid tokens of random-length (and holed)
+    sequences, attend within each sequence, unpack; equal to the materialised reference with the mask."""
+    from zoo.functional.common import packing
+
+    g = torch.Generator().manual_seed(3)
+    B, H, L, d = 5, 2, 23, 8
+    q, k, v = (torch.randn(B, H, L, d, generator=g, dtype=dtype) for _ in range(3))
+    mask = torch.rand(B, L, generator=g) < 0.3  # holes anywhere
+    mask[0] = False  # a full row
+    mask[1] = True  # an empty row
+    mask[2, 10:] = True  # right padding
+    pk = packing(mask)
+    assert packing(mask) is pk  # once per mask tensor
+    assert sum(pk.seqlens) == int((~mask).sum()) and len(pk.seqlens) == B - 1
+    packed = [pk.pack(t.transpose(1, 2)) for t in (q, k, v)]  # (1, T, H, d)
+    outs, start = [], 0
+    for n in pk.seqlens:  # the block-diagonal kernel: each sequence on its own
+        seg = [t[:, start:start + n].transpose(1, 2) for t in packed]  # (1, H, n, d)
+        outs.append(attention_reference(*seg, causal=causal).transpose(1, 2))
+        start += n
+    out = pk.unpack(torch.cat(outs, dim=1)).transpose(1, 2)  # (B, H, L, d)
+    ref = attention_reference(q, k, v, causal=causal, key_padding_mask=mask)
+    assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert (out[1] == 0).all() and (out.transpose(1, 2)[mask] == 0).all()
+    mask[0, 0] = True  # modified in place: the layout is rebuilt
+    assert packing(mask) is not pk and sum(packing(mask).seqlens) == sum(pk.seqlens) - 1
 
 
 def test_a_kernel_refusing_at_run_time_falls_back_with_a_warning(monkeypatch):

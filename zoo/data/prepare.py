@@ -83,7 +83,11 @@ def _generated_root(spec: TaskSpec, cfg, generate: Mapping, cache_dir: Path, pro
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{key}.tmp-", dir=cache_dir / "generated"))
         try:
             spec.generator.generate(tmp, gen_cfg, cfg, progress, False)
-            os.replace(tmp, gen_root)
+            try:
+                os.replace(tmp, gen_root)
+            except OSError:  # another process generated the same set first: use theirs
+                if not gen_root.is_dir():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return gen_root

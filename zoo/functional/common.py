@@ -7,14 +7,17 @@ It sits below both :mod:`zoo.functional.attention` (the dispatcher) and
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from zoo.base import validate_padding_mask
 
-__all__ = ["AttentionCall", "allowed_mask", "bucket_length", "row_ok", "validate_options", "validate_qkv"]
+__all__ = ["AttentionCall", "Packing", "allowed_mask", "bucket_length", "derived_from_mask", "packing", "row_ok",
+           "validate_options", "validate_qkv"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,53 @@ def allowed_mask(pad_mask: Tensor | None, causal: bool, L: int, device: torch.de
         allowed = allowed & ~pad_mask[:, None, None, :]
     empty = ~allowed.any(-1, keepdim=True)
     return allowed | empty
+
+
+# --------------------------------------------------------------------------- padding-free layouts
+
+_DERIVED: dict = {}
+
+
+def derived_from_mask(mask: Tensor, key: tuple, build: Callable[[], object]):
+    """``build()``, computed once per padding-mask tensor (and ``key``) and reused while that mask is
+    alive and unmodified: every layer of a forward pass sees the same mask object, so a layout that
+    needs a host sync (the sequence lengths) syncs once per forward, not once per layer."""
+    entry = _DERIVED.get(key)
+    if entry is not None and entry[0]() is mask and entry[1] == mask._version:
+        return entry[2]
+    value = build()
+    _DERIVED[key] = (weakref.ref(mask), mask._version, value)
+    return value
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The valid tokens of a padded batch, concatenated: ``index`` into the flattened ``(B * L)``
+    positions (row-major, so each sequence's tokens stay in order) and each non-empty sequence's
+    length (host ints, for varlen kernels)."""
+
+    index: Tensor          # (T,) int64, positions of the valid tokens in B * L
+    seqlens: tuple         # lengths of the non-empty rows, sum = T
+    batch: int
+    length: int
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``(B, L, ...)`` -> ``(1, T, ...)``: the valid tokens only."""
+        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index).unsqueeze(0)
+
+    def unpack(self, y: Tensor) -> Tensor:
+        """``(1, T, ...)`` -> ``(B, L, ...)`` with zeros at the padded positions."""
+        out = y.new_zeros(self.batch * self.length, *y.shape[2:])
+        return out.index_copy(0, self.index, y[0]).reshape(self.batch, self.length, *y.shape[2:])
+
+
+def packing(key_padding_mask: Tensor) -> Packing:
+    """The :class:`Packing` of a ``(B, L)`` padding mask (True = padding), once per mask tensor."""
+    def build() -> Packing:
+        valid = ~key_padding_mask  # (B, L)
+        lengths = valid.sum(-1).tolist()  # the one host sync
+        index = valid.reshape(-1).nonzero().squeeze(1)
+        B, L = key_padding_mask.shape
+        return Packing(index=index, seqlens=tuple(n for n in lengths if n > 0), batch=B, length=L)
+
+    return derived_from_mask(key_padding_mask, ("packing", key_padding_mask.device), build)

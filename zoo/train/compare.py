@@ -97,6 +97,11 @@ _BUDGET_KEYS = ("train.epochs", "train.max_steps", "optim.schedule_steps")
 def load_comparison(name_or_path: str, overrides=()) -> tuple[ComparisonConfig, str]:
     """``(config, name)`` of a comparison from its YAML (by name or path) and dotlist overrides."""
     raw, where = load_named("comparisons", name_or_path)
+    overrides = list(overrides)
+    keys = {o.split("=", 1)[0] for o in overrides}
+    for given, other in (("budget.steps", "budget.epochs"), ("budget.epochs", "budget.steps")):
+        if given in keys and other not in keys:  # a budget on the command line replaces the file's budget
+            overrides.append(f"{other}=null")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(ComparisonConfig), raw, parse_overrides(overrides))
         obj = OmegaConf.to_object(cfg)

@@ -112,7 +112,8 @@ class TrainConfig:
     run_name: Optional[str] = config_field(None, "run folder name under --out (default: experiment-layer[-digest])")
     warmup_compile: str = config_field("auto", "compile every shape bucket before the first step: auto (on CUDA) | "
                                                "true | false")
-    tensorboard: bool = config_field(True, "also log scalars to TensorBoard (event files in RUN_DIR/tensorboard)")
+    tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
+                                            "tensorboard package is installed) | true | false")
     wandb: bool = config_field(False, "also log to Weights & Biases (needs the wandb package; WANDB_* variables apply)")
 
 
@@ -349,6 +350,7 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         ("train.precision", t.precision, t.precision in ("auto", "bf16", "fp32"), "auto | bf16 | fp32"),
         ("train.warmup_compile", t.warmup_compile, t.warmup_compile in ("auto", "true", "false"), "auto | true | false"),
         ("data.on_device", cfg.data.on_device, cfg.data.on_device in ("auto", "true", "false"), "auto | true | false"),
+        ("train.tensorboard", t.tensorboard, t.tensorboard in ("auto", "true", "false"), "auto | true | false"),
     )
     for key, value, ok, want in checks:
         if not ok:

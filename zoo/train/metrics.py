@@ -25,12 +25,14 @@ def read_metrics(path: Path) -> list[dict]:
 class MetricsLog:
     """Appends records to ``run_dir/metrics.jsonl`` and mirrors scalars to TensorBoard / W&B if asked."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = False, wandb: bool = False, run_name: str = "",
+    def __init__(self, run_dir: Path, *, tensorboard: str = "auto", wandb: bool = False, run_name: str = "",
                  config: dict | None = None) -> None:
+        import importlib.util
+
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.touch()
         self._tb = self._wandb = None
-        if tensorboard:
+        if str(tensorboard).lower() == "true" or (tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:

@@ -120,7 +120,11 @@ def _curves(folder: Path, runs, rows: list[dict], out: Path) -> Path:
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("validation accuracy: mean over seeds, band = lowest to highest seed")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no validation yet (set train.eval_every, or train to an epoch end)", ha="center",
+                transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -124,6 +124,7 @@ class Trainer:
         t = cfg.train
         self.dist = Dist.from_env()
         self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = bool(t.progress) and self.dist.main and sys.stderr.isatty()
         self.device = check_device(t.device)
         if self.dist.world > 1 and self.device.type == "cuda":

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import bucket_length
+from zoo.functional.common import bucket_length, derived_from_mask
 
 RECOMPILE_LIMIT = 64
 
@@ -65,13 +65,7 @@ class FlexBackend(Backend):
     supports_backward = frozenset({"cuda"})  # FlexAttention has no CPU backward
     description = "compiled FlexAttention: decay as score_mod, causal/padding as block mask"
 
-    CUDA_MIN_HEAD_DIM = 16  # the Triton kernels' minimum embedding size (NYI below it)
-
-    def not_supported_reasons(self, call) -> list[str]:
-        reasons = super().not_supported_reasons(call)
-        if call.device.type == "cuda" and call.head_dim < self.CUDA_MIN_HEAD_DIM:
-            reasons.append(f"head_dim={call.head_dim} < {self.CUDA_MIN_HEAD_DIM} (FlexAttention's CUDA kernels)")
-        return reasons
+    MIN_HEAD_DIM = {"cuda": 16}  # the Triton kernels' minimum embedding size: smaller heads are zero-padded to it
 
     def runtime_reasons(self, device):
         try:
@@ -86,24 +80,45 @@ class FlexBackend(Backend):
         return []
 
     def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):
-        """Equivalent PyTorch code: ``softmax(exp(-alpha_h |i-j|) * (q k^T * scale) + mask) v``."""
-        from torch.nn.attention.flex_attention import create_block_mask
+        """Equivalent PyTorch code: ``softmax(exp(-alpha_h |i-j|) * (q k^T * scale) + mask) v``.
 
+        Lengths are padded up to their shape bucket (masked keys, outputs sliced); on CUDA a head
+        dim below 16 is zero-padded (exact: zero features change no dot product, and the padded
+        value features are sliced off); the block mask is built once per padding mask and shape.
+        """
         B, H, L, d = q.shape
         Lb = bucket_length(L)
-        valid = torch.ones(B, Lb, dtype=torch.bool, device=q.device)
-        if key_padding_mask is not None:
-            valid[:, :L] = ~key_padding_mask
-        if Lb != L:
-            valid[:, L:] = False
-            q, k, v = (F.pad(t, (0, 0, 0, Lb - L)) for t in (q, k, v))
+        dp = max(d, self.MIN_HEAD_DIM.get(q.device.type, 1))
+        if Lb != L or dp != d:
+            q, k, v = (F.pad(t, (0, dp - d, 0, Lb - L)) for t in (q, k, v))
         block_mask = None
         if causal or key_padding_mask is not None or Lb != L:
-            causal_t = torch.tensor(causal, device=q.device)
-            block_mask = create_block_mask(
-                _mask_mod(valid, causal_t), B, None, Lb, Lb, device=q.device, _compile=q.device.type == "cuda"
-            )  # compiled on GPU: the eager path evaluates the mask over the whole (B, L, L) grid
+            block_mask = self._block_mask(key_padding_mask, causal, B, L, Lb, q.device)
         score_mod = None if decay is None else decay_score_mod(decay.to(torch.float32))
         with torch._dynamo.config.patch(**dynamo_guard_options()):
             out = compiled_flex_attention()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
-        return out[:, :, :L]
+        return out[:, :, :L, :d]
+
+    @staticmethod
+    def _block_mask(key_padding_mask, causal: bool, B: int, L: int, Lb: int, device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def build():
+            valid = torch.ones(B, Lb, dtype=torch.bool, device=device)
+            if key_padding_mask is not None:
+                valid[:, :L] = ~key_padding_mask
+            valid[:, L:] = False
+            causal_t = torch.tensor(causal, device=device)
+            # compiled on GPU: the eager path evaluates the mask over the whole (B, L, L) grid
+            return create_block_mask(_mask_mod(valid, causal_t), B, None, Lb, Lb, device=device,
+                                     _compile=device.type == "cuda")
+
+        if key_padding_mask is None:
+            key = ("flex-block-mask", B, L, Lb, causal, device)
+            if key not in _SHAPE_MASKS:
+                _SHAPE_MASKS[key] = build()
+            return _SHAPE_MASKS[key]
+        return derived_from_mask(key_padding_mask, ("flex-block-mask", causal, Lb, device), build)
+
+
+_SHAPE_MASKS: dict = {}  # block masks of unpadded calls: one per (batch, length, bucket, causal, device)

@@ -2,7 +2,11 @@
 
 The first choice wherever it can express the call: no score modification (xformers takes
 additive biases only, so the multiplicative decay goes to FlexAttention), causal through
-``LowerTriangularMask``, padding through an additive bias. Whether it can run is decided by a
+``LowerTriangularMask``. A padded batch runs padding-free: the valid tokens of every sequence are
+packed into one variable-length batch (``BlockDiagonalMask`` / ``BlockDiagonalCausalMask``, the
+flash/cutlass varlen kernels, no L x L bias) and unpacked with zeros at the padded positions,
+which is exactly the padding rule of the reference (padded keys never attend, padded queries
+output 0; causal order is the order of the valid tokens). Whether it can run is decided by a
 real probe call per device: an xformers wheel built for another CUDA imports fine but has no
 operator ("No operator found"); then the zoo warns once and falls back.
 """
@@ -16,7 +20,7 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import allowed_mask
+from zoo.functional.common import derived_from_mask, packing
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,15 +76,16 @@ class XFormersBackend(Backend):
         """Equivalent PyTorch code: ``softmax(q k^T * scale + bias) v`` (layout (B, L, H, d))."""
         import xformers.ops as xops
 
-        B, H, L, d = q.shape
         qx, kx, vx = (t.transpose(1, 2) for t in (q, k, v))  # (B, L, H, d)
         if key_padding_mask is None:
             bias = xops.LowerTriangularMask() if causal else None
-        else:
-            allowed = allowed_mask(key_padding_mask, causal, L, q.device)  # (B, 1, L, L)
-            Lp = -(-L // 8) * 8  # xformers wants the bias rows 8-aligned in memory
-            storage = torch.zeros(B, H, L, Lp, dtype=q.dtype, device=q.device)
-            bias = storage[..., :L]
-            bias.masked_fill_(~allowed, float("-inf"))
-        out = xops.memory_efficient_attention(qx, kx, vx, attn_bias=bias, scale=scale)
-        return out.transpose(1, 2)  # (B, H, L, d)
+            out = xops.memory_efficient_attention(qx, kx, vx, attn_bias=bias, scale=scale)
+            return out.transpose(1, 2)  # (B, H, L, d)
+        pk = packing(key_padding_mask)
+        if not pk.seqlens:  # every position is padding: every output is 0
+            return torch.zeros_like(q)
+        mask_cls = xops.fmha.attn_bias.BlockDiagonalCausalMask if causal else xops.fmha.attn_bias.BlockDiagonalMask
+        bias = derived_from_mask(key_padding_mask, ("xformers-bias", causal, q.device),
+                                 lambda: mask_cls.from_seqlens(list(pk.seqlens), device=q.device))
+        out = xops.memory_efficient_attention(pk.pack(qx), pk.pack(kx), pk.pack(vx), attn_bias=bias, scale=scale)
+        return pk.unpack(out).transpose(1, 2)  # (1, T, H, d) -> (B, H, L, d)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The training measurements of docs/training.md on one GPU machine, in one go.
+#   usage (GPU machine, repo root, wheels in .whl/):  bash benchmarks/gpu_training.sh [STAGE ...]
+#   stages: tests speed epoch grid (default: all four, in that order); results in $RES (default results/),
+#   with $OUT set (the device tool) also packed into $OUT/training.tgz at the end of each stage.
+set -uo pipefail
+RES=${RES:-results}; mkdir -p "$RES"
+SITE=/tmp/site
+[[ -d $SITE/xformers ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL=5
+export LD_LIBRARY_PATH="$SITE/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}"
+export ZOO_DATA_CACHE=/tmp/zoo-cache
+DATA=/tmp/lra
+stages=${*:-tests speed epoch grid}
+pack() { [[ -n ${OUT:-} ]] && tar czf "$OUT/training.tgz" -C "$RES" . 2>/dev/null; true; }
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$RES/env.txt" 2>&1
+
+if [[ ! -f $DATA/listops-1000/basic_train.tsv ]]; then   # real-size ListOps (96k/2k/2k), generated offline
+  /usr/bin/time -f "%e s" python3 -m zoo data generate listops --out "$DATA" --no-progress > "$RES/generate.txt" 2>&1
+fi
+
+for stage in $stages; do
+  echo "== $stage $(date +%T)" >> "$RES/stages.txt"
+  case $stage in
+    tests)   # every GPU test: backends (the padding-free xformers path, flex with small heads) and the trainer
+      timeout 420 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_fftconv.py \
+        > "$RES/gpu_tests.txt" 2>&1
+      timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_train.py > "$RES/train_tests_gpu.txt" 2>&1 ;;
+    speed)   # steady-state step time of every layer, one process
+      timeout 1500 python3 benchmarks/train_speed.py --steps 300 --out "$RES/train_speed" \
+        --set "data.root=$DATA" > "$RES/train_speed.log" 2>&1 ;;
+    epoch)   # one full epoch of vanilla, validation included
+      timeout 900 python3 benchmarks/train_speed.py --layers --epoch vanilla --out "$RES/epoch" \
+        --set "data.root=$DATA" > "$RES/epoch.log" 2>&1 ;;
+    grid)    # the same three runs concurrently on the GPU, then one at a time
+      for per in 3 1; do
+        /usr/bin/time -f "%e s wall" timeout 1500 python3 -m zoo compare listops_paper "layers=[vanilla,las,s4d]" \
+          "seeds=[0]" budget.steps=300 execution.runs_per_gpu=$per "overrides=['data.root=$DATA','train.eval_every=100']" \
+          --out "$RES/grid_per_gpu_$per" > "$RES/grid_per_gpu_$per.log" 2>&1
+        rm -rf "$RES/grid_per_gpu_$per"/listops_paper/runs/*/checkpoint*.pt "$RES/grid_per_gpu_$per"/listops_paper/runs/*/best.pt
+      done ;;
+  esac
+  pack
+done
+echo "== done $(date +%T)" >> "$RES/stages.txt"
+pack
