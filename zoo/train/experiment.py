@@ -335,6 +335,8 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         except (ValueError, TypeError) as exc:
             raise ExperimentConfigError(f"data.generate: {exc}") from None
     t, o = cfg.train, cfg.optim
+    for section, key in (("train", "warmup_compile"), ("train", "tensorboard"), ("data", "on_device")):
+        cfg[section][key] = str(cfg[section][key]).lower()  # `key=true` arrives as the bool True, i.e. "True"
     checks = (
         ("train.epochs", t.epochs, t.epochs > 0, "a positive integer"),
         ("train.batch_size", t.batch_size, t.batch_size > 0, "a positive integer"),
