@@ -4,7 +4,7 @@
 #   stages: tests speed epoch grid (default: all four, in that order); results in $RES (default results/),
 #   with $OUT set (the device tool) also packed into $OUT/training.tgz at the end of each stage.
 set -uo pipefail
-RES=${RES:-results}; mkdir -p "$RES"
+RES=${RES:-/tmp/results}; mkdir -p "$RES"   # outside the repository: a new call re-syncs the working tree
 SITE=/tmp/site
 [[ -d $SITE/xformers ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL=5

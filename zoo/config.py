@@ -51,10 +51,17 @@ def config_dirs() -> list:
         if d.is_dir() and d.resolve() not in seen:
             seen.add(d.resolve())
             out.append(d)
-    shipped = resources.files("zoo.configs")
-    if not any(isinstance(d, Path) and d.resolve() == Path(str(shipped)).resolve() for d in out):
-        out.append(shipped)
+    out.append(_shipped())
     return out
+
+
+def _shipped():
+    """The shipped configs: package data ``zoo.configs`` when installed, else (a source tree on
+    ``PYTHONPATH``) the repository's ``configs/`` beside the package."""
+    try:
+        return resources.files("zoo.configs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
 
 
 def find_config(kind: str, name: str):
