@@ -167,7 +167,7 @@ def add_data_parser(subparsers) -> None:
     g.set_defaults(func=_cmd_generate_listops)
 
     g = gen.add_parser("pathfinder", help="Pathfinder / Path-X images (snakes), official layout", formatter_class=fmt)
-    g.add_argument("--out", required=True, help="writes OUT/pathfinder{RES}/curv_contour_length_{CL}/")
+    g.add_argument("--out", required=True, help="writes OUT/pathfinder{RES}/curv_baseline/ (CL 6) or curv_contour_length_{CL}/")
     g.add_argument("--resolution", type=int, default=32, choices=[32, 128], help="32 = Pathfinder, 128 = Path-X")
     g.add_argument("--contour-length", type=int, default=14, choices=[6, 9, 14], help="easy / medium / hard")
     g.add_argument("--n-images", type=int, default=200_000)
