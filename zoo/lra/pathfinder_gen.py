@@ -636,21 +636,25 @@ def _extend(rows: _Rows, sn: _Snake, rng: np.random.Generator) -> np.ndarray:
     pmf = np.where(inside, (1.0 - dil) * g.turn_weight[tid], 0.0)  # (B, U)
     cum = np.cumsum(pmf, axis=1)
     total = cum[:, -1]
-    T = p.max_paddle_retrial + 1
-    u = rng.random((B, T)) * total[:, None]  # (B, T) up to T draws, tested in order
-    k = np.minimum((cum[:, None, :] <= u[..., None]).sum(axis=-1), pmf.shape[1] - 1)  # (B, T)
-    r = np.arange(B)[:, None]
-    sid = g.cand_sid[k]  # (B, T) shape of each drawn paddle
-    win = flat[base[r, k][None] + g.win_flat[:, None, None]]  # (S*S, B, T) mask under the new paddle
-    win += g.mask_cols[:, sid]  # official test: max(mask + new mask) < 1.8
-    free = (win.max(axis=0) < 1.8) & (pmf[r, k] > 0)  # (B, T)
-    ok = (total >= 1e-4) & free.any(axis=1)
-    j = free.argmax(axis=1)  # first draw that passed
+    # up to max_paddle_retrial + 1 draws by weight, each tested against the official rule
+    # max(mask + new mask) < 1.8; a row draws again only while its draws fail
+    kj = np.zeros(B, np.int64)  # the accepted candidate of each row
+    ok = np.zeros(B, bool)
+    todo = np.flatnonzero(total >= 1e-4)
+    for _ in range(p.max_paddle_retrial + 1):
+        if todo.size == 0:
+            break
+        u = rng.random(todo.size) * total[todo]  # (n,)
+        k = np.minimum((cum[todo] <= u[:, None]).sum(axis=1), pmf.shape[1] - 1)  # (n,) drawn candidate
+        win = flat[base[todo, k][None, :] + g.win_flat[:, None]]  # (S*S, n) mask under the new paddle
+        win += g.mask_cols[:, g.cand_sid[k]]
+        good = (win.max(axis=0) < 1.8) & (pmf[todo, k] > 0)  # (n,)
+        kj[todo[good]], ok[todo[good]] = k[good], True
+        todo = todo[~good]
     r1 = np.arange(B)
-    kj = k[r1, j]
     rows.merge(sn.head, sn.last_sid)  # the previous paddle joins the mask now
     sn.pivot = np.stack((py, px), axis=1)
-    sn.add(np.stack((hy[r1, kj], hx[r1, kj]), axis=1), sid[r1, j])
+    sn.add(np.stack((hy[r1, kj], hx[r1, kj]), axis=1), g.cand_sid[kj])
     return ok
 
 
