@@ -187,7 +187,7 @@ PATHFINDER_PARAMS: dict[int, PathfinderParams] = {
     32: PathfinderParams(
         resolution=32, paddle_length=2, paddle_thickness=0.5, marker_radius=1.5, seed_distance=7,
         continuity=1.0, paddle_margins=(1,), antialias_scale=2, distractor_budget=20, padding=1,
-        snake_contrast=2.0, paddle_contrast=0.75, target_batch=1024, max_target_batch=4096,
+        snake_contrast=2.0, paddle_contrast=0.75, target_batch=512, max_target_batch=4096,
     ),
     64: PathfinderParams(
         resolution=64, paddle_length=5, paddle_thickness=1.0, marker_radius=2.5, seed_distance=12,
@@ -197,7 +197,7 @@ PATHFINDER_PARAMS: dict[int, PathfinderParams] = {
     128: PathfinderParams(
         resolution=128, paddle_length=5, paddle_thickness=1.5, marker_radius=3.0, seed_distance=20,
         continuity=1.8, paddle_margins=(2, 3), antialias_scale=2, distractor_budget=35, padding=1,
-        snake_contrast=0.9, paddle_contrast=1.0, target_batch=16, max_target_batch=128,
+        snake_contrast=0.9, paddle_contrast=1.0, target_batch=64, max_target_batch=256,
     ),
     256: PathfinderParams(
         resolution=256, paddle_length=5, paddle_thickness=2.0, marker_radius=5.0, seed_distance=27,
