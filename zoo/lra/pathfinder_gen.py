@@ -43,15 +43,18 @@ once; docs/pathfinder.md gives the measured comparison with images of the offici
 * **Seeds.** A snake's first paddle starts at a pixel drawn uniformly among those where the
   paddle's mask (its fully covered pixels, shifted by one pixel as the official's structuring
   element is) touches no mask value > 0.3, direction a whole number of degrees; its pivot lies
-  ``margin`` behind its start. The first target seeds in the central box ``2 * seed_distance``
-  away from the borders; the second one ``round(seed_distance * (sin, cos) a)`` from the first
-  one's start (``a`` a whole number of degrees), unchecked against the first. The two targets of
-  ``contour_length`` paddles grow alternately; if either fails the pair is discarded and a new one
-  is tried, until one completes (at 32 px, contour length 14, about 1 pair in 460 completes).
+  ``margin`` behind its start. Where that structuring element lies wholly outside the image at
+  some pixel, OpenCV's dilation writes -DBL_MAX and the official search finds no coordinate at
+  all: seeds in such directions always fail (330 of 360 directions at 32 px). The first target
+  seeds in the central box ``2 * seed_distance`` away from the borders; the second one
+  ``round(seed_distance * (sin, cos) a)`` from the first one's start (``a`` a whole number of
+  degrees), unchecked against the first. The two targets of ``contour_length`` paddles grow
+  alternately; if either fails the pair is discarded and a new one is tried, until one
+  completes (at 32 px, contour length 14, about 1 pair in 330 completes).
 * **Distractors.** ``n_distractors`` snakes of ``contour_length // 3`` paddles, each seeded
   uniformly in free space and grown the same way, ``max_distractor_retrial + 1`` tries each, then
   skipped (official ``allow_incomplete``); seeding stops when less than 1 % of the image is free.
-  Few fit at 32 px (about 1.2 of 5 at contour length 14): the official images are mostly targets.
+  Few fit at 32 px (about 1.1 of 5 at contour length 14): the official images are mostly targets.
 * **Ink.** Target paddles are drawn with contrast ``snake_contrast * paddle_contrast``,
   distractor paddles with ``snake_contrast`` (1.5 and 2.0 at 32 px: distractors are brighter);
   markers are discs of ``marker_radius`` drawn on the fine grid centred on the fine pixel
@@ -412,10 +415,6 @@ class _Geometry:
         # seeds: directions -180..179 degrees (ids 0..359); extensions: every displacement
         # (dy, dx) of a candidate from its pivot (ids 360 + ...), drawn back towards the pivot
         seed_phi = np.arange(-180, 180) * math.pi / 180.0
-        o = self.r + 2
-        self.disp_offset = o
-        self.ext_id = np.full((2 * o + 1, 2 * o + 1), -1, np.int64)
-        self.ext_id[off[:, 0].astype(int) + o, off[:, 1].astype(int) + o] = 360 + np.arange(len(off))
         ext_theta = np.arctan2(off[:, 0], off[:, 1])  # (U,) direction pivot -> head
         ext_phi = _flip(ext_theta)
         self.cand_sid = 360 + np.arange(len(off))  # (U,) shape id of the paddle ending at each candidate
@@ -659,13 +658,13 @@ def _extend(rows: _Rows, sn: _Snake, rng: np.random.Generator) -> np.ndarray:
 
 
 def _seed_tail(g: _Geometry, deg: np.ndarray, tail: np.ndarray):
-    """Head/pivot of seed paddles from ``tail`` (B, 2) in directions ``deg`` (B,) and whether
-    they stay inside the image (official seed check)."""
+    """Pivot of seed paddles from ``tail`` (B, 2) in whole-degree directions ``deg`` (B,), and
+    whether head and pivot stay inside the image (the official seed check)."""
     phi = deg * math.pi / 180.0
     head = _translate(tail.astype(np.float64), phi, g.L)  # (B, 2)
     pivot = _translate(head.astype(np.float64), _flip(phi), g.L + g.m)  # (B, 2)
     inside = ((head >= 0) & (head < g.res) & (pivot >= 0) & (pivot < g.res)).all(axis=1)
-    return pivot, phi, inside
+    return pivot, inside
 
 
 def _seed_targets(g: _Geometry, B: int, rng: np.random.Generator):
@@ -681,7 +680,6 @@ def _seed_targets(g: _Geometry, B: int, rng: np.random.Generator):
     for which in range(2):
         tail = np.zeros((B, 2), np.int64)
         pivot = np.zeros((B, 2), np.int64)
-        phi = np.zeros(B)
         deg_k = np.zeros(B, np.int64)
         todo = ok.copy()
         for _ in range(T):
@@ -700,9 +698,9 @@ def _seed_targets(g: _Geometry, B: int, rng: np.random.Generator):
                 ang = rng.integers(0, 360, size=B) * math.pi / 180.0
                 t = np.stack((np.round(out[0].tail[:, 0] + sd * np.sin(ang)),
                               np.round(out[0].tail[:, 1] + sd * np.cos(ang))), axis=1).astype(np.int64)
-            pv, ph, inside = _seed_tail(g, deg, t)
+            pv, inside = _seed_tail(g, deg, t)
             take = todo & inside
-            tail[take], pivot[take], phi[take], deg_k[take] = t[take], pv[take], ph[take], s[take]
+            tail[take], pivot[take], deg_k[take] = t[take], pv[take], s[take]
             todo &= ~inside
         ok &= ~todo  # rows whose T tries all left the image
         out.append(_Snake(tail, pivot, deg_k, p.contour_length))
@@ -752,7 +750,6 @@ def _place_distractors(g: _Geometry, rows: _Rows, rng: np.random.Generator) -> l
         occ[q:q + res, q] = occ[q:q + res, q + res - 1] = True
         tail = np.zeros((tries, 2), np.int64)
         pivot = np.zeros((tries, 2), np.int64)
-        phi = np.zeros(tries)
         sid = np.zeros(tries, np.int64)
         todo = np.ones(tries, bool)
         ok = np.ones(tries, bool)
@@ -770,9 +767,9 @@ def _place_distractors(g: _Geometry, rows: _Rows, rng: np.random.Generator) -> l
                     ok[i] = todo[i] = False  # no available coordinate: this try fails
                     continue
                 t[i] = divmod(int(free[rng.integers(free.size)]), res)
-            pv, ph, inside = _seed_tail(g, deg, t)
+            pv, inside = _seed_tail(g, deg, t)
             take = todo & inside
-            tail[take], pivot[take], phi[take], sid[take] = t[take], pv[take], ph[take], deg[take] + 180
+            tail[take], pivot[take], sid[take] = t[take], pv[take], deg[take] + 180
             todo &= ~inside
         ok &= ~todo
         if not ok.any():
