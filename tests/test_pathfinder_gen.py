@@ -318,29 +318,31 @@ def _check_against_official(key, imgs, distractors, samples, tol):
     assert abs(e2e - ref["end_to_end_mean"]) < tol["e2e"], (e2e, ref["end_to_end_mean"])
 
 
-# Tolerances: several standard errors of the difference of two sample means (ours: the test's
-# images; official: its n images), far below the gaps a wrong rule makes (the previous
+# Tolerances: about 4 or more standard errors of the difference of two sample means (ours: the
+# test's images; official: its n images; per snake the path length has a spread of ~1.8 px and
+# the tail-to-end distance ~5 px at 32 px), far below the gaps a wrong rule makes (the previous
 # generator: nonzero 0.22 vs 0.34, soft 0.07 vs 0.20, 5 distractors vs 1.1, KS 0.32, TV 0.18).
+# KS < 0.1 and TV < 0.05 are the targets of the issue; TV < 0.012 is tighter (measured: 0.001-0.005).
 TOL32 = dict(nonzero=0.006, soft=0.005, bright=0.004, spread=0.15, ks=0.1, tv=0.012,
-             distractors=0.25, path=0.5, e2e=0.6)
+             distractors=0.25, path=0.6, e2e=1.8)
 
 
 def test_hard_32px_matches_the_official_statistics(task32):
     _, task = task32
     imgs = _images(task)
     p = pathfinder_params(32, 14)
-    samples = [generate_sample(p, 0, i) for i in range(0, N_MAIN, 5)]  # paths: every fifth image
+    samples = [generate_sample(p, 0, i) for i in range(0, N_MAIN, 8)]  # paths: every eighth image (126 snakes)
     _check_against_official("32_14", imgs, _distractors(task), samples, TOL32)
 
 
 @pytest.mark.parametrize("contour_length", [6, 9])
 def test_easy_and_medium_32px_match_the_official_statistics(contour_length, tmp_path):
-    n = 300
+    n = 450  # KS against the 1000 official images: P(KS > 0.1) ~ 0.4 % if the distributions agree
     task = generate_pathfinder(tmp_path, resolution=32, contour_length=contour_length, n_images=n, seed=5,
                                workers=2, progress=False)
     p = pathfinder_params(32, contour_length)
-    samples = [generate_sample(p, 5, i) for i in range(0, n, 4)]  # paths: every fourth image
-    tol = dict(TOL32, nonzero=0.008, soft=0.006, bright=0.005, spread=0.2, distractors=0.3)
+    samples = [generate_sample(p, 5, i) for i in range(0, n, 8)]  # paths: every eighth image (114 snakes)
+    tol = dict(TOL32, nonzero=0.008, soft=0.006, bright=0.005, spread=0.2, distractors=0.3, path=0.7, e2e=2.0)
     _check_against_official(f"32_{contour_length}", _images(task), _distractors(task), samples, tol)
 
 

@@ -412,6 +412,7 @@ class _Geometry:
                 raise NotImplementedError("candidate circle not translation invariant for these parameters")
         off = np.unique(np.stack((np.floor(self.r * np.sin(ang)), np.floor(self.r * np.cos(ang))), axis=1), axis=0)
         self.cand_off = off.astype(np.int64)  # (U, 2) distinct candidate heads relative to the pivot
+        self.cand_flat = self.cand_off[:, 0] * self.Hp + self.cand_off[:, 1]  # (U,) the same, flat
         # seeds: directions -180..179 degrees (ids 0..359); extensions: every displacement
         # (dy, dx) of a candidate from its pivot (ids 360 + ...), drawn back towards the pivot
         seed_phi = np.arange(-180, 180) * math.pi / 180.0
@@ -421,7 +422,7 @@ class _Geometry:
         # direction of travel after a paddle of each shape, and the continuity weight of each
         # candidate after it: cos(min(continuity * |turn|, pi / 2))^2
         self.theta = np.concatenate((seed_phi, ext_theta))  # (n_shapes,)
-        self.sin_t, self.cos_t = np.sin(self.theta), np.cos(self.theta)
+        self.sincos = np.stack((np.sin(self.theta), np.cos(self.theta)), axis=1)  # (n_shapes, 2)
         turn = np.abs(ext_theta[None, :] - self.theta[:, None])  # (n_shapes, U)
         turn = np.minimum(np.minimum(turn, 2 * math.pi - turn) * p.continuity, 0.5 * math.pi)
         self.turn_weight = np.maximum(np.cos(turn), 0.0) ** 2  # (n_shapes, U)
@@ -620,40 +621,41 @@ def _extend(rows: _Rows, sn: _Snake, rng: np.random.Generator) -> np.ndarray:
     g, p = rows.g, rows.g.p
     B, res, Hp, q = rows.rows, g.res, g.Hp, g.q
     tid = sn.last_sid  # (B,) the last paddle's shape = the direction of travel
-    step = g.L + 2 * g.m
-    py = np.ceil(sn.pivot[:, 0] + step * g.sin_t[tid]).astype(np.int64)  # (B,) new pivot
-    px = np.ceil(sn.pivot[:, 1] + step * g.cos_t[tid]).astype(np.int64)
-    hy = py[:, None] + g.cand_off[:, 0]  # (B, U) candidate heads
-    hx = px[:, None] + g.cand_off[:, 1]
-    inside = (hy >= 0) & (hy < res) & (hx >= 0) & (hx < res)  # (B, U)
+    pivot = np.ceil(sn.pivot + (g.L + 2 * g.m) * g.sincos[tid]).astype(np.int64)  # (B, 2) new pivot
+    head = pivot[:, None, :] + g.cand_off  # (B, U, 2) candidate heads
+    inside = ((head >= 0) & (head < res)).all(axis=2)  # (B, U)
     flat = rows.store.reshape(-1)
-    base = (rows.base() + (np.minimum(np.maximum(hy, -1), res) + q) * Hp
-            + np.minimum(np.maximum(hx, -1), res) + q)  # (B, U) flat index of each candidate
-    dil = flat[base + g.small_disc_flat[0]]  # (B, U) mask dilated by the disc of radius margin
+    # flat index of each candidate; off-image ones may point anywhere (clipped gathers): they
+    # get no weight
+    base = rows.base() + ((pivot[:, 0:1] + q) * Hp + pivot[:, 1:2] + q) + g.cand_flat  # (B, U)
+    dil = flat.take(base + g.small_disc_flat[0], mode="clip")  # (B, U) mask dilated by the disc
     for o in g.small_disc_flat[1:]:
-        np.maximum(dil, flat[base + o], out=dil)
+        np.maximum(dil, flat.take(base + o, mode="clip"), out=dil)
     pmf = np.where(inside, (1.0 - dil) * g.turn_weight[tid], 0.0)  # (B, U)
     cum = np.cumsum(pmf, axis=1)
     total = cum[:, -1]
+    alive = total >= 1e-4
     # up to max_paddle_retrial + 1 draws by weight, each tested against the official rule
     # max(mask + new mask) < 1.8; a row draws again only while its draws fail
-    kj = np.zeros(B, np.int64)  # the accepted candidate of each row
-    ok = np.zeros(B, bool)
-    todo = np.flatnonzero(total >= 1e-4)
-    for _ in range(p.max_paddle_retrial + 1):
+    r1 = np.arange(B)
+    kj = np.minimum((cum <= (rng.random(B) * total)[:, None]).sum(axis=1), pmf.shape[1] - 1)  # (B,)
+    win = flat.take(base[r1, kj][None, :] + g.win_flat[:, None], mode="clip")  # (S*S, B) mask under it
+    win += g.mask_cols[:, g.cand_sid[kj]]
+    ok = alive & (win.max(axis=0) < 1.8) & (pmf[r1, kj] > 0)  # (B,)
+    todo = np.flatnonzero(alive & ~ok)
+    for _ in range(p.max_paddle_retrial):
         if todo.size == 0:
             break
         u = rng.random(todo.size) * total[todo]  # (n,)
         k = np.minimum((cum[todo] <= u[:, None]).sum(axis=1), pmf.shape[1] - 1)  # (n,) drawn candidate
-        win = flat[base[todo, k][None, :] + g.win_flat[:, None]]  # (S*S, n) mask under the new paddle
+        win = flat.take(base[todo, k][None, :] + g.win_flat[:, None], mode="clip")  # (S*S, n)
         win += g.mask_cols[:, g.cand_sid[k]]
         good = (win.max(axis=0) < 1.8) & (pmf[todo, k] > 0)  # (n,)
         kj[todo[good]], ok[todo[good]] = k[good], True
         todo = todo[~good]
-    r1 = np.arange(B)
     rows.merge(sn.head, sn.last_sid)  # the previous paddle joins the mask now
-    sn.pivot = np.stack((py, px), axis=1)
-    sn.add(np.stack((hy[r1, kj], hx[r1, kj]), axis=1), g.cand_sid[kj])
+    sn.pivot = pivot
+    sn.add(head[r1, kj], g.cand_sid[kj])
     return ok
 
 
@@ -855,9 +857,14 @@ class PathfinderSample:
         return len(self.snakes) - 2
 
 
+# each random stream has its own tag in the second word, so no two streams of any images share
+# a seed sequence
+_STREAM_LABEL, _STREAM_MARGIN, _STREAM_TARGETS, _STREAM_DISTRACTORS = 1, 2, 3, 4
+
+
 def _label(seed: int, index: int) -> int:
     # exact balance within each pair of indices, still a function of (seed, index) only
-    flip = int(np.random.default_rng([seed, 0x5A17, index // 2]).integers(2))
+    flip = int(np.random.default_rng([seed, _STREAM_LABEL, index // 2]).integers(2))
     return flip ^ (index & 1)
 
 
@@ -866,7 +873,7 @@ def _margin(p: PathfinderParams, seed: int, index: int) -> int:
     # not favour the margins that are easier to place
     if len(p.paddle_margins) == 1:
         return int(p.paddle_margins[0])
-    k = int(np.random.default_rng([seed, 0x3A26, index]).integers(len(p.paddle_margins)))
+    k = int(np.random.default_rng([seed, _STREAM_MARGIN, index]).integers(len(p.paddle_margins)))
     return int(p.paddle_margins[k])
 
 
@@ -889,13 +896,13 @@ def generate_sample(p: PathfinderParams, seed: int, index: int) -> PathfinderSam
     tried = 0
     for batch in range(p.max_target_batches):
         B = min(p.target_batch << min(batch, 30), max(p.max_target_batch, p.target_batch))
-        rng = np.random.default_rng([seed, index, batch])
+        rng = np.random.default_rng([seed, _STREAM_TARGETS, index, batch])
         found = _place_targets(g, rng, B)
         if found is None:
             tried += B
             continue
         rows, targets, row = found
-        rng = np.random.default_rng([seed, index, batch, 1])
+        rng = np.random.default_rng([seed, _STREAM_DISTRACTORS, index, batch])
         distractors = _place_distractors(g, rows, rng)
         origin = int(rng.integers(2))
         terminal = origin if label == 1 else 1 - origin
