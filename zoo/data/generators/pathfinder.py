@@ -1,48 +1,78 @@
-"""Offline Pathfinder / Path-X generator (the "snakes2" task of Linsley et al. 2018, as LRA used it).
+"""Offline Pathfinder / Path-X generator: the "snakes2" task of Linsley, Kim, Veerabadran, Windolf
+and Serre (2018), "Learning long-range spatial dependencies with horizontal gated recurrent units"
+(NeurIPS), with the settings the Long Range Arena release used.
 
 Writes the layout of the official release, so one loader reads generated and downloaded data::
 
-    out_dir/pathfinder{R}/curv_contour_length_{C}/imgs/<k>/sample_<j>.png     8-bit grayscale
-    out_dir/pathfinder{R}/curv_contour_length_{C}/metadata/<k>.npy            TEXT, one line per image
+    out_dir/pathfinder{R}/<difficulty>/imgs/<k>/sample_<j>.png     8-bit grayscale
+    out_dir/pathfinder{R}/<difficulty>/metadata/<k>.npy            TEXT, one line per image
 
-A metadata line holds the 11 columns of the official generator, in its order, then extra columns
-of ours (readers of the official files only use fields 0, 1 and 3)::
+with ``<difficulty>`` = ``curv_baseline`` (contour length 6, the release's name),
+``curv_contour_length_9`` or ``curv_contour_length_14``. A metadata line holds the 11 columns of
+the official generator, in its order, then extra columns of ours (readers of the official files
+only use fields 0, 1 and 3)::
 
     imgs/<k> sample_<j>.png <j> <label> <continuity> <contour_length> <distractor_length>
         <paddle_length> <paddle_thickness> <paddle_margin> <n_paddle_contrasts>
         <n_distractors_placed> <marker0_y> <marker0_x> <marker1_y> <marker1_x>
 
-The algorithm follows the official ``snakes2.py`` (re-implemented, vectorised with numpy):
+The process is the one of the official ``snakes2.py`` / ``snakes.py`` (github.com/drewlinsley/
+pathfinder, commit ab9c130), re-implemented here with numpy and vectorised over many attempts at
+once; docs/pathfinder.md gives the measured comparison with images of the official code.
 
-* A *paddle* is a short anti-aliased bar (``paddle_length`` long, ``paddle_thickness`` thick).
-  A snake is a dashed chain of paddles. After each paddle a *pivot* lies ``margin`` beyond its
-  end; the next paddle occupies ``[margin, margin + paddle_length]`` along a new direction from
-  the pivot (so consecutive paddles are separated by about ``2 * margin``). The turn ``d``
-  between directions has weight ``cos(min(continuity * |d|, pi/2)) ** 2`` (turns beyond
-  ``pi / (2 * continuity)`` are impossible); candidate turns are stratified-jittered angles,
-  candidates that collide or leave the image get weight zero, one is drawn by weight.
-* Collisions are checked against an analytic occupancy map: the distance between the centre
-  line of a new paddle and every paddle already placed (except the snake's own previous paddle,
-  which it is joined to) must be at least ``paddle_thickness + 2 * margin``, i.e. the two
-  paddles' margin-dilated footprints may not overlap (the official rasterised test).
-* Two *target* snakes of ``contour_length`` paddles: the first starts in the central box that
-  lies ``2 * seed_distance`` away from the borders, the second ``seed_distance`` away from the
-  first; they grow alternately. If either cannot be completed the image is regenerated from a
-  new sub-seed. ``n_distractors`` shorter snakes (``contour_length // 3`` paddles) are then
-  seeded uniformly in free space, each tried a bounded number of times and skipped if it cannot
-  be placed (as in the official ``allow_incomplete=True``).
-* One circle marker at the start of one target snake; the other at the far end of the SAME
-  snake (label 1) or of the OTHER snake (label 0). Both snakes start close together, so the
-  marker distance barely predicts the label (docs/pathfinder.md gives the measured numbers).
+* **Grid.** Everything lives on the integer pixel grid of the final image. A *paddle* is drawn
+  from an integer start pixel in a direction ``phi``: a 1-px (32 px) or 3-px (128 px) wide line
+  of ``paddle_length * antialias_scale`` pixels on a local canvas ``antialias_scale`` times finer
+  (Bresenham / the filled quad of Pillow's ``ImageDraw.line``), reduced with Pillow's Lanczos
+  resampling (fixed-point, horizontal pass first) by a factor of about 1.9 (the official local
+  canvas is ``2 P aa + 1`` pixels reduced to ``2 P + 1``, ``P = length + ceil(thickness) +
+  margin``). Its *mask* is the same line dilated by a disc of radius ``margin * aa`` and reduced
+  the same way. Both are computed once per direction and cached.
+* **Occupancy.** A float mask (max of the masks of the placed paddles, 1 on the ``padding``
+  border) decides where paddles may go: a new paddle is accepted when ``max(mask + its mask) <
+  1.8``; a snake's previous paddle is merged into the mask only after the next one is placed (so
+  a snake never collides with its own neighbour), the two targets see each other's latest paddle
+  only one step late, and the first target's final paddle is never merged (as in the official).
+* **Growth.** From the previous *pivot* and direction ``theta`` the new pivot is
+  ``ceil(pivot + (length + 2 margin) * (sin, cos) theta)``; candidate heads are the distinct
+  integer points (truncated) of a circle of radius ``length + margin`` around it, one sample per
+  pixel of arc; the weight of a candidate is ``cos(min(continuity * |turn|, pi/2))^2`` times
+  ``1 - (mask dilated by a disc of radius margin)`` at the candidate; one is drawn by weight, the
+  paddle is drawn back from it towards the pivot, and up to ``max_paddle_retrial + 1`` draws are
+  tested for the collision rule above; none passes, or total weight < 1e-4: the snake fails.
+* **Seeds.** A snake's first paddle starts at a pixel drawn uniformly among those where the
+  paddle's mask (its fully covered pixels, shifted by one pixel as the official's structuring
+  element is) touches no mask value > 0.3, direction a whole number of degrees; its pivot lies
+  ``margin`` behind its start. Where that structuring element lies wholly outside the image at
+  some pixel, OpenCV's dilation writes -DBL_MAX and the official search finds no coordinate at
+  all: seeds in such directions always fail (330 of 360 directions at 32 px). The first target
+  seeds in the central box ``2 * seed_distance`` away from the borders; the second one
+  ``round(seed_distance * (sin, cos) a)`` from the first one's start (``a`` a whole number of
+  degrees), unchecked against the first. The two targets of ``contour_length`` paddles grow
+  alternately; if either fails the pair is discarded and a new one is tried, until one
+  completes (at 32 px, contour length 14, about 1 pair in 330 completes).
+* **Distractors.** ``n_distractors`` snakes of ``contour_length // 3`` paddles, each seeded
+  uniformly in free space and grown the same way, ``max_distractor_retrial + 1`` tries each, then
+  skipped (official ``allow_incomplete``); seeding stops when less than 1 % of the image is free.
+  Few fit at 32 px (about 1.1 of 5 at contour length 14): the official images are mostly targets.
+* **Ink.** Target paddles are drawn with contrast ``snake_contrast * paddle_contrast``,
+  distractor paddles with ``snake_contrast`` (1.5 and 2.0 at 32 px: distractors are brighter);
+  markers are discs of ``marker_radius`` drawn on the fine grid centred on the fine pixel
+  ``aa * (y, x)`` and Lanczos-reduced, one at the start of a target snake, the other at the end
+  of the SAME snake (label 1) or of the OTHER one (label 0). The image is the maximum of paddles
+  and markers, stretched so that its maximum is 255 (``scipy.misc.imsave``'s ``bytescale``).
 
-Image ``i`` depends only on ``(seed, i)`` and the parameters: results do not depend on the
-number of workers or on chunking. Labels are balanced exactly within each pair of indices
-``(2p, 2p + 1)``.
+Ours: image ``i`` depends only on ``(seed, i)`` and the parameters (not on workers or chunking),
+and labels are balanced exactly within each pair of indices ``(2p, 2p + 1)``. Target attempts
+run as the rows of one array, and the first row (in order) that completes is kept, which is the
+same distribution as trying them one after another; so are the tries of a distractor.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -54,10 +84,13 @@ from typing import Mapping
 
 import numpy as np
 
+from zoo._io import atomic_write_text
+
 __all__ = [
     "PATHFINDER_PARAMS",
     "PathfinderParams",
     "PathfinderSample",
+    "difficulty_dir_name",
     "generate_pathfinder",
     "generate_sample",
     "pathfinder_params",
@@ -77,8 +110,8 @@ __all__ = [
 class PathfinderParams:
     """All knobs of one Pathfinder variant. Lengths are in pixels of the final image.
 
-    The per-resolution defaults (``PATHFINDER_PARAMS``) are those LRA documented for its release
-    (the customised arguments of the official ``snakes2_wrapper.py``).
+    The per-resolution defaults (``PATHFINDER_PARAMS``) are the arguments LRA's TFDS builders
+    list as customised in the official ``snakes2_wrapper.py``, the wrapper's own values elsewhere.
     """
 
     resolution: int
@@ -86,19 +119,19 @@ class PathfinderParams:
     paddle_length: int = 2
     paddle_thickness: float = 0.5
     marker_radius: float = 1.5
-    seed_distance: float = 7.0
+    seed_distance: int = 7
     continuity: float = 1.0
     paddle_margins: tuple[int, ...] = (1,)  # official paddle_margin_list: one drawn per image
-    antialias_scale: int = 2  # supersampling factor per axis
+    antialias_scale: int = 2  # the fine grid of paddles and markers, per axis
     distractor_budget: int = 20  # n_distractors = distractor_budget // distractor_length
-    padding: int = 1  # border band (pixels) that no paddle enters
+    padding: int = 1  # border band (pixels) that is occupied from the start
     snake_contrast: float = 2.0  # official snake_contrast_list[0]
     paddle_contrast: float = 0.75  # official paddle_contrast_list[0]
+    max_paddle_retrial: int = 2  # official max_paddle_retrial: extra draws / seed tries
     max_distractor_retrial: int = 4  # official max_distractor_contour_retrial
-    n_turn_candidates: int = 16  # stratified turn angles tried per extension step
-    n_seed_candidates: int = 16  # random seed positions tried per snake seeding
-    target_batch: int = 8  # target-pair attempts grown in lock-step by the first sub-seed ...
-    max_target_batch: int = 128  # ... doubling per further sub-seed up to this many
+    min_free_fraction: float = 0.01  # official stop_with_availability (distractor seeding)
+    target_batch: int = 32  # target-pair attempts grown in lock-step by the first sub-seed ...
+    max_target_batch: int = 512  # ... doubling per further sub-seed up to this many
     max_target_batches: int = 1000  # sub-seeds tried before giving up on one image
 
     def __post_init__(self) -> None:
@@ -106,16 +139,21 @@ class PathfinderParams:
             raise ValueError(f"resolution must be >= 8, got {self.resolution}")
         if self.contour_length < 1:
             raise ValueError(f"contour_length must be >= 1, got {self.contour_length}")
-        if self.paddle_length <= 0 or self.paddle_thickness <= 0 or self.marker_radius <= 0:
-            raise ValueError("paddle_length, paddle_thickness and marker_radius must be > 0")
-        if self.continuity < 0.5:
-            raise ValueError("continuity must be >= 0.5 (the maximum turn is pi / (2 * continuity))")
-        if not self.paddle_margins or min(self.paddle_margins) < 0:
-            raise ValueError("paddle_margins must be a non-empty tuple of non-negative numbers")
-        if min(self.antialias_scale, self.n_turn_candidates, self.n_seed_candidates,
-               self.target_batch, self.max_target_batch, self.max_target_batches) < 1:
-            raise ValueError("antialias_scale, n_turn_candidates, n_seed_candidates, target_batch "
-                             "and max_target_batches must be >= 1")
+        if self.paddle_length < 1 or self.paddle_thickness <= 0 or self.marker_radius <= 0:
+            raise ValueError("paddle_length must be >= 1, paddle_thickness and marker_radius > 0")
+        if int(self.paddle_length) != self.paddle_length or int(self.seed_distance) != self.seed_distance:
+            raise ValueError("paddle_length and seed_distance are whole pixels")
+        if self.antialias_scale < 1 or (self.paddle_thickness * self.antialias_scale) % 1:
+            raise ValueError("antialias_scale must be >= 1 and paddle_thickness * antialias_scale "
+                             "a whole number (as the official draw_line_n_mask requires)")
+        if self.continuity <= 0:
+            raise ValueError("continuity must be > 0")
+        if not self.paddle_margins or min(self.paddle_margins) < 0 or any(int(m) != m for m in self.paddle_margins):
+            raise ValueError("paddle_margins must be a non-empty tuple of whole non-negative pixels")
+        if min(self.target_batch, self.max_target_batch, self.max_target_batches) < 1:
+            raise ValueError("target_batch, max_target_batch and max_target_batches must be >= 1")
+        if self.max_paddle_retrial < 0 or self.max_distractor_retrial < 0:
+            raise ValueError("retrial counts must be >= 0")
 
     @property
     def distractor_length(self) -> int:
@@ -127,11 +165,25 @@ class PathfinderParams:
 
     @property
     def max_turn(self) -> float:
+        """Largest turn with non-zero weight, ``pi / (2 continuity)`` (before pixel rounding)."""
         return min(math.pi, math.pi / (2.0 * self.continuity))
 
-    def clearance(self, margin: float) -> float:
-        """Minimum centre-line distance between two paddles that are not joined."""
-        return self.paddle_thickness + 2.0 * margin
+    @property
+    def target_contrast(self) -> float:
+        return self.snake_contrast * self.paddle_contrast
+
+    @property
+    def distractor_contrast(self) -> float:
+        return self.snake_contrast  # the official passes snake_contrast_list alone to distractors
+
+    @property
+    def difficulty_dir(self) -> str:
+        return difficulty_dir_name(self.contour_length)
+
+
+def difficulty_dir_name(contour_length: int) -> str:
+    """Folder of one difficulty, as in the release: ``curv_baseline`` for contour length 6."""
+    return "curv_baseline" if contour_length == 6 else f"curv_contour_length_{contour_length}"
 
 
 #: Per-resolution defaults (hard set: contour length 14). 32 and 128 are LRA's Pathfinder and
@@ -140,7 +192,7 @@ PATHFINDER_PARAMS: dict[int, PathfinderParams] = {
     32: PathfinderParams(
         resolution=32, paddle_length=2, paddle_thickness=0.5, marker_radius=1.5, seed_distance=7,
         continuity=1.0, paddle_margins=(1,), antialias_scale=2, distractor_budget=20, padding=1,
-        snake_contrast=2.0, paddle_contrast=0.75,
+        snake_contrast=2.0, paddle_contrast=0.75, target_batch=512, max_target_batch=4096,
     ),
     64: PathfinderParams(
         resolution=64, paddle_length=5, paddle_thickness=1.0, marker_radius=2.5, seed_distance=12,
@@ -150,12 +202,12 @@ PATHFINDER_PARAMS: dict[int, PathfinderParams] = {
     128: PathfinderParams(
         resolution=128, paddle_length=5, paddle_thickness=1.5, marker_radius=3.0, seed_distance=20,
         continuity=1.8, paddle_margins=(2, 3), antialias_scale=2, distractor_budget=35, padding=1,
-        snake_contrast=0.9, paddle_contrast=1.0,
+        snake_contrast=0.9, paddle_contrast=1.0, target_batch=64, max_target_batch=256,
     ),
     256: PathfinderParams(
         resolution=256, paddle_length=5, paddle_thickness=2.0, marker_radius=5.0, seed_distance=27,
         continuity=1.8, paddle_margins=(3,), antialias_scale=2, distractor_budget=30, padding=22,
-        snake_contrast=1.0, paddle_contrast=1.0,
+        snake_contrast=1.0, paddle_contrast=1.0, target_batch=16, max_target_batch=128,
     ),
 }
 
@@ -170,7 +222,7 @@ def pathfinder_params(resolution: int = 32, contour_length: int = 14, **override
 
 
 # --------------------------------------------------------------------------------------------
-# geometry (points are complex numbers x + 1j * y; pixel (row y, col x) has its centre at x+1jy)
+# geometry helpers
 # --------------------------------------------------------------------------------------------
 
 
@@ -186,7 +238,7 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def segment_distance(a1, b1, a2, b2) -> np.ndarray:
-    """Exact distance between segments ``[a1, b1]`` and ``[a2, b2]`` (complex, broadcast)."""
+    """Exact distance between segments ``[a1, b1]`` and ``[a2, b2]`` (complex ``x + iy``, broadcast)."""
     a1, b1, a2, b2 = (np.asarray(v, dtype=np.complex128) for v in (a1, b1, a2, b2))
     ab1, ab2 = b1 - a1, b2 - a2
     inv1 = 1.0 / np.maximum((ab1 * np.conj(ab1)).real, 1e-300)
@@ -201,250 +253,546 @@ def segment_distance(a1, b1, a2, b2) -> np.ndarray:
     return np.where(crossing, 0.0, d)
 
 
-_PRESELECT_MIN = 4
+def _flip(phi: np.ndarray) -> np.ndarray:
+    """The official ``flip_by_pi``."""
+    return np.where(phi < 0, phi + math.pi, phi - math.pi)
 
 
-def _clip01(t: np.ndarray) -> np.ndarray:
-    np.maximum(t, 0.0, out=t)
-    return np.minimum(t, 1.0, out=t)
+def _translate(yx: np.ndarray, phi: np.ndarray, dist: float) -> np.ndarray:
+    """The official ``translate_coord``: ``ceil`` of ``yx + dist * (sin, cos) phi``; (..., 2) int."""
+    out = np.empty(np.shape(yx), np.int64)
+    out[..., 0] = np.ceil(yx[..., 0] + dist * np.sin(phi))
+    out[..., 1] = np.ceil(yx[..., 1] + dist * np.cos(phi))
+    return out
 
 
-class _Scenes:
-    """``B`` independent scenes grown in lock-step (row ``b`` = one attempt at an image).
+# --------------------------------------------------------------------------------------------
+# Pillow-equivalent rasterising (numpy): what the official draws with ImageDraw and resizes
+# with scipy.misc.imresize(..., 'lanczos') = Pillow's Lanczos resampling of 8-bit images
+# --------------------------------------------------------------------------------------------
 
-    All rows hold the same number ``n`` of paddles (every alive row places the same paddle of
-    the same snake at each step), so per-snake paddle indices are shared and every test is one
-    vectorised numpy pass over (rows, candidates, placed paddles).
-    """
+_PRECISION_BITS = 22  # Pillow's fixed point for 8-bit resampling (32 - 8 - 2)
 
-    def __init__(self, p: PathfinderParams, margins: np.ndarray, capacity: int) -> None:
-        self.p = p
-        self.L = float(p.paddle_length)
-        self.inv_len2 = 1.0 / (self.L * self.L)
-        self.m = np.asarray(margins, np.float64)  # (B,)
-        self.clear = p.paddle_thickness + 2.0 * self.m  # (B,) see PathfinderParams.clearance
-        lo, hi = float(p.padding), float(p.resolution - 1 - p.padding)
-        self.box_c = 0.5 * (lo + hi) * (1 + 1j)
-        self.box_h = 0.5 * (hi - lo)
-        # With clearance > L / 2, two crossing paddles always have an endpoint within L / 2 of
-        # the other one, so the endpoint distances alone detect crossings; else test explicitly.
-        self.cross_test = bool(np.any(self.clear <= 0.5 * self.L + 1e-9))
-        B = self.m.shape[0]
-        self.a = np.zeros((B, capacity), np.complex128)  # paddle start
-        self.ab = np.zeros((B, capacity), np.complex128)  # paddle vector (length L)
-        self.ends = np.zeros((B, capacity, 2), np.complex128)  # (start, end)
-        self.n = 0
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    px = np.pi * np.where(x == 0.0, 1.0, x)
+    v = np.where(x == 0.0, 1.0, (np.sin(px) / px) * (np.sin(px / 3.0) / (px / 3.0)))
+    return np.where((x >= -3.0) & (x < 3.0), v, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) int64: Pillow's fixed-point Lanczos-3 coefficients for one axis."""
+    scale = n_in / n_out
+    fscale = max(scale, 1.0)
+    support = 3.0 * fscale
+    K = np.zeros((n_out, n_in), np.int64)
+    for xx in range(n_out):
+        center = (xx + 0.5) * scale
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        w = _lanczos3((np.arange(lo, hi) - center + 0.5) / fscale)
+        if w.sum() != 0.0:
+            w = w / w.sum()
+        w = w * (1 << _PRECISION_BITS)
+        K[xx, lo:hi] = np.where(w < 0, w - 0.5, w + 0.5).astype(np.int64)
+    K.setflags(write=False)
+    return K
+
+
+def _resize_u8(img: np.ndarray, n_out: int) -> np.ndarray:
+    """Pillow ``Image.resize((n_out, n_out), LANCZOS)`` of square 8-bit images (..., n, n):
+    horizontal pass, rounding and clipping to 8 bits, then the vertical pass."""
+    K = _resize_matrix(img.shape[-1], n_out)
+    half = 1 << (_PRECISION_BITS - 1)
+    t = np.clip((img.astype(np.int64) @ K.T + half) >> _PRECISION_BITS, 0, 255)  # (..., n, n_out)
+    return np.clip((K @ t + half) >> _PRECISION_BITS, 0, 255).astype(np.uint8)  # (..., n_out, n_out)
+
+
+def _bresenham(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Pillow's 1-px ``ImageDraw.line`` (its Bresenham, plus the end point) into bool ``canvas``."""
+    dx, dy = abs(x1 - x0), abs(y1 - y0)
+    xs, ys = (1 if x1 >= x0 else -1), (1 if y1 >= y0 else -1)
+    x, y = x0, y0
+    pts = [(x1, y1)]
+    if dx == 0 or dy == 0:
+        for _ in range(max(dx, dy)):
+            pts.append((x, y))
+            x, y = (x + xs, y) if dy == 0 else (x, y + ys)
+    elif dx > dy:
+        e = 2 * dy - dx
+        for _ in range(dx):
+            pts.append((x, y))
+            if e >= 0:
+                y += ys
+                e -= 2 * dx
+            e += 2 * dy
+            x += xs
+    else:
+        e = 2 * dx - dy
+        for _ in range(dy):
+            pts.append((x, y))
+            if e >= 0:
+                x += xs
+                e -= 2 * dy
+            e += 2 * dx
+            y += ys
+    for px, py in pts:
+        if 0 <= py < canvas.shape[0] and 0 <= px < canvas.shape[1]:
+            canvas[py, px] = True
+
+
+def _round_up(f: float) -> int:
+    return int(math.floor(f + 0.5)) if f >= 0 else -int(math.floor(abs(f) + 0.5))
+
+
+def _round_down(f: float) -> int:
+    return int(math.ceil(f - 0.5)) if f >= 0 else -int(math.ceil(abs(f) - 0.5))
+
+
+def _wide_line(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, width: int) -> None:
+    """Pillow's ``ImageDraw.line`` of ``width`` > 1: a quad with integer corners, filled by
+    scanlines (per row, the pixels whose centres lie within half a pixel of the span)."""
+    dx, dy = x1 - x0, y1 - y0
+    if dx == 0 and dy == 0:
+        canvas[y0, x0] = True
+        return
+    big, small = math.hypot(dx, dy), (width - 1) / 2.0
+    rmax, rmin = _round_up(small) / big, _round_down(small) / big
+    dxmin, dxmax = _round_down(rmin * dy), _round_down(rmax * dy)
+    dymin, dymax = _round_down(rmin * dx), _round_down(rmax * dx)
+    v = [(x0 - dxmin, y0 + dymax), (x1 - dxmin, y1 + dymax), (x1 + dxmax, y1 - dymin), (x0 + dxmax, y0 - dymin)]
+    edges = [(v[i], v[(i + 1) % 4]) for i in range(4)]
+    H, W = canvas.shape
+    for (ax, ay), (bx, by) in edges:
+        if ay == by and 0 <= ay < H:
+            canvas[ay, max(min(ax, bx), 0):max(ax, bx) + 1] = True
+    for y in range(max(min(p[1] for p in v), 0), min(max(p[1] for p in v), H - 1) + 1):
+        xs = [ax + (y - ay) * (bx - ax) / (by - ay) for (ax, ay), (bx, by) in edges
+              if ay != by and min(ay, by) <= y <= max(ay, by)]
+        if len(xs) >= 2:
+            lo, hi = math.floor(min(xs) + 0.5), math.ceil(max(xs) - 0.5)
+            if hi >= lo:
+                canvas[y, max(lo, 0):hi + 1] = True
+
+
+def _disc_offsets(radius: float) -> np.ndarray:
+    """(n, 2) integer (dy, dx) with dy^2 + dx^2 <= radius^2 (the official dilation structs)."""
+    r = int(math.floor(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    keep = dy ** 2 + dx ** 2 <= radius ** 2
+    return np.stack((dy[keep], dx[keep]), axis=1)
+
+
+class _Geometry:
+    """Everything that depends on the parameters and the margin only: paddle patches per
+    direction (line ink and mask, (S, S) with the paddle's start at the centre), the seed
+    footprints, the candidate circle, the resize matrices. One per process and (params, margin)."""
+
+    def __init__(self, p: PathfinderParams, margin: int) -> None:
+        self.p, self.m = p, int(margin)
+        L, aa, m = int(p.paddle_length), int(p.antialias_scale), self.m
+        self.L, self.aa, self.res = L, aa, int(p.resolution)
+        self.P = L + int(math.ceil(p.paddle_thickness)) + m  # patch half-size (official)
+        self.S = 2 * self.P + 1
+        self.q = self.P + 2  # zero frame of the padded mask arrays
+        self.Hp = self.res + 2 * self.q
+        self.big_disc = _disc_offsets(m * aa)
+        self.small_disc = _disc_offsets(m)  # (D, 2) official small_dilation_structs
+        self.small_disc_flat = self.small_disc[:, 0] * self.Hp + self.small_disc[:, 1]  # (D,)
+        ky, kx = np.mgrid[-self.P:self.P + 1, -self.P:self.P + 1]
+        self.win_flat = (ky * self.Hp + kx).reshape(-1)  # (S*S,) window offsets in padded arrays
+        # candidate circle of the official get_coords_cmf: one sample per pixel of arc, truncated
+        # to pixels; around an integer pivot p that is p + floor(r (sin, cos) a) (checked below
+        # for every pivot of the image), so the distinct candidate offsets are fixed
+        self.r = L + m
+        ang = np.arange(0.0, 360.0, 360.0 / (2 * self.r * math.pi)) * math.pi / 180.0  # (A,)
+        for v in (np.sin(ang), np.cos(ang)):
+            x = np.arange(self.res)[:, None] + self.r * v  # (res, A) every pivot coordinate
+            inb = (x >= 0) & (x < self.res)
+            if not np.array_equal(x.astype(np.int64)[inb], (np.arange(self.res)[:, None] + np.floor(self.r * v))[inb]):
+                raise NotImplementedError("candidate circle not translation invariant for these parameters")
+        off = np.unique(np.stack((np.floor(self.r * np.sin(ang)), np.floor(self.r * np.cos(ang))), axis=1), axis=0)
+        self.cand_off = off.astype(np.int64)  # (U, 2) distinct candidate heads relative to the pivot
+        self.cand_flat = self.cand_off[:, 0] * self.Hp + self.cand_off[:, 1]  # (U,) the same, flat
+        # seeds: directions -180..179 degrees (ids 0..359); extensions: every displacement
+        # (dy, dx) of a candidate from its pivot (ids 360 + ...), drawn back towards the pivot
+        seed_phi = np.arange(-180, 180) * math.pi / 180.0
+        ext_theta = np.arctan2(off[:, 0], off[:, 1])  # (U,) direction pivot -> head
+        ext_phi = _flip(ext_theta)
+        self.cand_sid = 360 + np.arange(len(off))  # (U,) shape id of the paddle ending at each candidate
+        # direction of travel after a paddle of each shape, and the continuity weight of each
+        # candidate after it: cos(min(continuity * |turn|, pi / 2))^2
+        self.theta = np.concatenate((seed_phi, ext_theta))  # (n_shapes,)
+        self.sincos = np.stack((np.sin(self.theta), np.cos(self.theta)), axis=1)  # (n_shapes, 2)
+        turn = np.abs(ext_theta[None, :] - self.theta[:, None])  # (n_shapes, U)
+        turn = np.minimum(np.minimum(turn, 2 * math.pi - turn) * p.continuity, 0.5 * math.pi)
+        self.turn_weight = np.maximum(np.cos(turn), 0.0) ** 2  # (n_shapes, U)
+        self.phi = np.concatenate((seed_phi, ext_phi))  # (n_shapes,) drawing direction
+        ink, mask = self._patches(self.phi)
+        self.ink = ink.astype(np.float64) / 255.0  # (n_shapes, S, S)
+        self.mask = (mask.astype(np.float64) / 255.0).astype(np.float32)  # (n_shapes, S, S)
+        self.mask_flat = self.mask.reshape(len(self.phi), -1)  # (n_shapes, S*S)
+        self.mask_cols = np.ascontiguousarray(self.mask_flat.T)  # (S*S, n_shapes)
+        inside = np.zeros((self.Hp, self.Hp), np.float32)  # 1 on the image, 0 on the frame
+        inside[self.q:self.q + self.res, self.q:self.q + self.res] = 1.0
+        self.in_image = inside.reshape(-1)  # (Hp*Hp,)
+        # seed footprints: the fully covered pixels of the mask, as the official structuring
+        # element holds them (head-centric struct of side 2 (L + m) + 1, centred one pixel off)
+        h = L + m
+        self.footprints = []
+        for s in range(360):
+            k = np.argwhere(mask[s] == 255) - self.P + 1  # (F, 2) offsets from the start
+            k = k[(np.abs(k) <= h).all(axis=1)]
+            self.footprints.append(k)
+        self.fp_lo = np.array([k.min(axis=0) if len(k) else (0, 0) for k in self.footprints])  # (360, 2)
+        self.fp_hi = np.array([k.max(axis=0) if len(k) else (-1, -1) for k in self.footprints])
+        # cv2.dilate gives -DBL_MAX where the whole element falls outside the image, and then
+        # the official find_available_coordinates returns no coordinate at all: a seed in such
+        # a direction always fails. That happens when, for some corner of the image, every
+        # offset of the footprint points out of it (corners are the weakest case).
+        def dead(k):
+            if len(k) == 0:
+                return True
+            y, x = k[:, 0], k[:, 1]
+            return bool(((y >= 1) | (x >= 1)).all() or ((y >= 1) | (x <= -1)).all()
+                        or ((y <= -1) | (x >= 1)).all() or ((y <= -1) | (x <= -1)).all())
+
+        self.fp_dead = np.array([dead(k) for k in self.footprints])  # (360,)
+        # markers: the official draw_circle on the fine grid, then Lanczos-reduced
+        self.marker_matrix = _resize_matrix(self.res * aa, self.res)
+
+    def _patches(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Official draw_line_n_mask for each direction: (n, S, S) uint8 ink and mask."""
+        L, aa, P = self.L, self.aa, self.P
+        Sb, cb = 2 * P * aa + 1, P * aa
+        width = int(round(self.p.paddle_thickness * aa))
+        lines = np.zeros((len(phi), Sb, Sb), bool)  # (n, Sb, Sb) fine-grid line
+        head = _translate(np.full((len(phi), 2), float(cb)), phi, L * aa)  # (n, 2) fine head (y, x)
+        for i, (hy, hx) in enumerate(head.tolist()):
+            if width <= 1:
+                _bresenham(lines[i], cb, cb, hx, hy)
+            else:
+                _wide_line(lines[i], cb, cb, hx, hy, width)
+        masks = np.zeros_like(lines)  # (n, Sb, Sb) line dilated by the disc of radius m * aa
+        for dy, dx in self.big_disc.tolist():
+            src = lines[:, max(0, -dy):Sb - max(0, dy), max(0, -dx):Sb - max(0, dx)]
+            masks[:, max(0, dy):Sb - max(0, -dy), max(0, dx):Sb - max(0, -dx)] |= src
+        ink = _resize_u8(lines.astype(np.uint8) * 255, self.S)
+        mask = _resize_u8(masks.astype(np.uint8) * 255, self.S)
+        return ink, mask
+
+    def marker(self, yx) -> np.ndarray:
+        """(res, res) float: the official draw_circle at integer (y, x), / 255."""
+        aa, res = self.aa, self.res
+        R = self.p.marker_radius * aa
+        cy, cx = int(yx[0]) * aa, int(yx[1]) * aa
+        r = int(math.floor(R))
+        rows = np.arange(max(cy - r, 0), min(cy + r, res * aa - 1) + 1)
+        cols = np.arange(max(cx - r, 0), min(cx + r, res * aa - 1) + 1)
+        if rows.size == 0 or cols.size == 0:
+            return np.zeros((res, res))
+        disc = ((rows[:, None] - cy) ** 2 + (cols[None, :] - cx) ** 2 <= R * R).astype(np.int64) * 255
+        K = self.marker_matrix
+        half = 1 << (_PRECISION_BITS - 1)
+        t = np.clip((disc @ K[:, cols].T + half) >> _PRECISION_BITS, 0, 255)  # (rows, res)
+        full = np.zeros((res * aa, res), np.int64)
+        full[rows] = t
+        out = np.clip((K @ full + half) >> _PRECISION_BITS, 0, 255)  # (res, res)
+        return out.astype(np.float64) / 255.0
+
+
+@functools.lru_cache(maxsize=16)
+def _geometry_of(key: PathfinderParams, margin: int) -> _Geometry:
+    return _Geometry(key, margin)
+
+
+def _geometry(p: PathfinderParams, margin: int) -> _Geometry:
+    """The cached geometry of ``p`` (shared by all contour lengths), carrying ``p`` itself."""
+    key = dataclasses.replace(p, contour_length=1, distractor_budget=0, max_distractor_retrial=0,
+                              target_batch=1, max_target_batch=1, max_target_batches=1)
+    g = copy.copy(_geometry_of(key, int(margin)))
+    g.p = p
+    return g
+
+
+# --------------------------------------------------------------------------------------------
+# growth, vectorised over rows (each row = one independent attempt at the same stage)
+# --------------------------------------------------------------------------------------------
+
+
+class _Snake:
+    """One snake in every row: its pivot and the paddles placed so far (drawing start pixel and
+    shape id; the shape of the last one also gives the direction of travel; the last paddle is
+    not yet in the mask)."""
+
+    def __init__(self, tail: np.ndarray, pivot: np.ndarray, sid: np.ndarray, capacity: int) -> None:
+        B = len(sid)
+        self.pivot = pivot  # (B, 2)
+        self.pos = np.zeros((B, capacity, 2), np.int64)  # (B, capacity, 2) drawing starts (y, x)
+        self.sid = np.zeros((B, capacity), np.int64)  # (B, capacity) shape ids
+        self.pos[:, 0], self.sid[:, 0] = tail, sid
+        self.n = 1
+
+    @property
+    def tail(self) -> np.ndarray:
+        return self.pos[:, 0]  # (B, 2) start of the first paddle
+
+    @property
+    def head(self) -> np.ndarray:
+        return self.pos[:, self.n - 1]  # (B, 2) free end of the last paddle
+
+    @property
+    def last_sid(self) -> np.ndarray:
+        return self.sid[:, self.n - 1]  # (B,)
+
+    def add(self, pos: np.ndarray, sid: np.ndarray) -> None:
+        self.pos[:, self.n], self.sid[:, self.n] = pos, sid
+        self.n += 1
+
+    def keep(self, rows: np.ndarray) -> None:
+        self.pivot, self.pos, self.sid = self.pivot[rows], self.pos[rows], self.sid[rows]
+
+
+class _Rows:
+    """The masks of ``B`` rows, padded by a zero frame of ``g.q`` pixels. Row ``b`` lives in
+    ``store[slot[b]]`` ((n_slots, Hp, Hp) float32), so dropping rows costs no copy until fewer
+    than half the slots are in use."""
+
+    def __init__(self, g: _Geometry, store: np.ndarray) -> None:
+        self.g, self.store = g, store
+        self.slot = np.arange(store.shape[0])  # (B,)
+
+    @classmethod
+    def empty(cls, g: _Geometry, B: int) -> "_Rows":
+        q, res, pad = g.q, g.res, int(g.p.padding)
+        store = np.zeros((B, g.Hp, g.Hp), np.float32)  # (B, Hp, Hp)
+        img = store[:, q:q + res, q:q + res]
+        if pad > 0:
+            img[:, :pad, :] = 1.0
+            img[:, -pad:, :] = 1.0
+            img[:, :, :pad] = 1.0
+            img[:, :, -pad:] = 1.0
+        return cls(g, store)
 
     @property
     def rows(self) -> int:
-        return self.m.shape[0]
+        return self.slot.shape[0]
+
+    def image_mask(self, b: int) -> np.ndarray:
+        """(res, res) view of row ``b``'s mask on the image."""
+        q, res = self.g.q, self.g.res
+        return self.store[self.slot[b], q:q + res, q:q + res]
+
+    def copies(self, b: int, n: int) -> "_Rows":
+        """``n`` fresh rows, each a copy of row ``b``."""
+        return _Rows(self.g, np.repeat(self.store[self.slot[b]][None], n, axis=0))
 
     def keep(self, rows: np.ndarray) -> None:
-        self.m, self.clear = self.m[rows], self.clear[rows]
-        self.a, self.ab, self.ends = self.a[rows], self.ab[rows], self.ends[rows]
+        self.slot = self.slot[rows]
+        if 2 * self.slot.shape[0] < self.store.shape[0]:
+            self.store = self.store[self.slot]
+            self.slot = np.arange(self.store.shape[0])
 
-    def add(self, a: np.ndarray, ab: np.ndarray) -> int:
-        n = self.n
-        self.a[:, n] = a
-        self.ab[:, n] = ab
-        self.ends[:, n, 0] = a
-        self.ends[:, n, 1] = a + ab
-        self.n = n + 1
-        return n
+    def base(self) -> np.ndarray:
+        """(B, 1) flat offset of each row's mask in ``store``."""
+        return self.slot[:, None] * (self.g.Hp * self.g.Hp)
 
-    def free(self, ca: np.ndarray, cab: np.ndarray, skip: int = -1, pivot: np.ndarray | None = None) -> np.ndarray:
-        """(B, K) bool: candidate paddles ``[ca, ca + cab]`` (shape (B, K)) that lie inside the
-        image box and keep the clearance from every placed paddle except number ``skip``.
-
-        With ``pivot`` (B,) given, every candidate must lie within ``L + m`` of it; then only the
-        placed paddles within reach of the pivot are tested (an exact pre-selection).
-        """
-        ends = np.empty(ca.shape + (2,), np.complex128)  # (B, K, 2)
-        ends[..., 0] = ca
-        np.add(ca, cab, out=ends[..., 1])
-        e = ends - self.box_c
-        e = np.maximum(np.abs(e.real), np.abs(e.imag))
-        inside = np.maximum(e[..., 0], e[..., 1]) <= self.box_h
-        n = self.n
-        if n == 0 or (n == 1 and skip == 0):
-            return inside
-        ea, eab, pe = self.a[:, :n], self.ab[:, :n], self.ends[:, :n]
-        if pivot is not None and n > _PRESELECT_MIN:
-            ap = pivot[:, None] - ea
-            t = _clip01((ap * np.conj(eab)).real * self.inv_len2)
-            dp = np.abs(ap - t * eab)  # (B, n) pivot -> placed paddle
-            if 0 <= skip < n:
-                dp[:, skip] = np.inf
-            kk = int((dp < (self.L + self.m + self.clear + 1e-6)[:, None]).sum(axis=1).max())
-            if kk == 0:
-                return inside
-            # the kk nearest paddles of every row include all those within reach (not `skip`)
-            sel = np.argpartition(dp, kk - 1, axis=1)[:, :kk] if kk < n else None
-            if sel is not None:
-                rows = np.arange(sel.shape[0])[:, None]
-                ea, eab, pe = ea[rows, sel], eab[rows, sel], pe[rows, sel]
-            skip = -1
-        # candidate endpoints -> placed paddles (B, K, 2, n'); placed endpoints -> candidates (B, K, n', 2)
-        ea4, eab4 = ea[:, None, None, :], eab[:, None, None, :]
-        ap = ends[..., None] - ea4
-        t = _clip01((ap * np.conj(eab4)).real * self.inv_len2)
-        d2 = np.abs(ap - t * eab4)
-        d = np.minimum(d2[:, :, 0], d2[:, :, 1])
-        aq = pe[:, None, :, :] - ca[..., None, None]
-        t = _clip01((aq * np.conj(cab)[..., None, None]).real * self.inv_len2)
-        d2 = np.abs(aq - t * cab[..., None, None])
-        np.minimum(d, d2[..., 0], out=d)
-        np.minimum(d, d2[..., 1], out=d)
-        if self.cross_test:
-            ea3, eab3 = ea[:, None, :], eab[:, None, :]  # (B, 1, n')
-            cb, cab2, ca2 = (ca + cab)[..., None], cab[..., None], ca[..., None]
-            c1 = _cross(cab2, ea3 - ca2)
-            c2 = _cross(cab2, ea3 + eab3 - ca2)
-            c3 = _cross(eab3, ca2 - ea3)
-            c4 = _cross(eab3, cb - ea3)
-            d[(c1 * c2 < 0) & (c3 * c4 < 0)] = 0.0
-        if 0 <= skip < n:
-            d[..., skip] = np.inf
-        return inside & (d.min(axis=-1) >= self.clear[:, None])
+    def merge(self, yx: np.ndarray, sid: np.ndarray) -> None:
+        """mask = max(mask, paddle mask of shape ``sid`` drawn at ``yx``), clipped to the image."""
+        g = self.g
+        local = ((yx[:, 0] + g.q) * g.Hp + yx[:, 1] + g.q)[:, None] + g.win_flat  # (B, S*S)
+        idx = self.base() + local  # (B, S*S)
+        flat = self.store.reshape(-1)
+        flat[idx] = np.maximum(flat[idx], g.mask_flat[sid] * g.in_image[local])
 
 
-def _choose_rows(rng: np.random.Generator, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of ``w`` (B, K) an index drawn proportionally to the weights, and whether the row
-    had any weight at all."""
-    c = np.cumsum(w, axis=1)
-    total = c[:, -1]
-    r = rng.random(w.shape[0]) * total
-    k = np.minimum((c <= r[:, None]).sum(axis=1), w.shape[1] - 1)
-    return k, total > 0
-
-
-class _Snakes:
-    """Growth state of one snake in every row."""
-
-    def __init__(self, idx: int, a: np.ndarray, ab: np.ndarray, m: np.ndarray, L: float) -> None:
-        u = ab / L
-        self.idx = [idx]  # paddle numbers (shared by all rows)
-        self.tip = a  # free end of the first paddle (a marker may go here)
-        self.head = a + ab  # free end of the last paddle
-        self.pivot = self.head + m * u
-        self.theta = np.angle(u)
-
-    def keep(self, rows: np.ndarray) -> None:
-        self.tip, self.head = self.tip[rows], self.head[rows]
-        self.pivot, self.theta = self.pivot[rows], self.theta[rows]
-
-
-class _Grower:
-    """Seeding and extension of snakes, vectorised over the rows of a :class:`_Scenes`."""
-
-    def __init__(self, p: PathfinderParams, scenes: _Scenes, rng: np.random.Generator) -> None:
-        self.p, self.s, self.rng = p, scenes, rng
-        K = p.n_turn_candidates
-        self.turn_grid = -p.max_turn + np.arange(K) * (2.0 * p.max_turn / K)
-        self.turn_step = 2.0 * p.max_turn / K
-
-    def seed(self, tails: np.ndarray) -> tuple[_Snakes, np.ndarray]:
-        """First paddle of a snake per row at the first free candidate tail ``tails`` (B, M),
-        random orientation. Returns the snakes and which rows found a place."""
-        s = self.s
-        ab = s.L * np.exp(1j * self.rng.uniform(-math.pi, math.pi, tails.shape))
-        ok = s.free(tails, ab)
-        k = ok.argmax(axis=1)
-        r = np.arange(tails.shape[0])
-        a, ab = tails[r, k], ab[r, k]
-        idx = s.add(a, ab)
-        return _Snakes(idx, a, ab, s.m, s.L), ok[r, k]
-
-    def extend(self, sn: _Snakes) -> np.ndarray:
-        """Add one paddle to ``sn`` in every row; returns which rows succeeded (the others hold
-        garbage and must be dropped)."""
-        p, s, rng = self.p, self.s, self.rng
-        B = s.rows
-        delta = self.turn_grid + rng.random((B, self.turn_grid.shape[0])) * self.turn_step
-        w = np.cos(delta * p.continuity) ** 2  # |delta| * continuity <= pi / 2 by construction
-        phi = sn.theta[:, None] + delta
-        u = np.exp(1j * phi)
-        ca = sn.pivot[:, None] + s.m[:, None] * u
-        cab = s.L * u
-        k, ok = _choose_rows(rng, w * s.free(ca, cab, skip=sn.idx[-1], pivot=sn.pivot))
-        r = np.arange(B)
-        a, ab, uk = ca[r, k], cab[r, k], u[r, k]
-        sn.idx.append(s.add(a, ab))
-        sn.head = a + ab
-        sn.pivot = sn.head + s.m * uk
-        sn.theta = phi[r, k]
-        return ok
-
-
-def _uniform_points(rng: np.random.Generator, shape, lo: float, hi: float) -> np.ndarray:
-    return rng.uniform(lo, hi, size=shape) + 1j * rng.uniform(lo, hi, size=shape)
-
-
-def _keep(rows_ok: np.ndarray, scenes: _Scenes, snakes: list[_Snakes], orig: np.ndarray) -> np.ndarray:
-    if rows_ok.all():
+def _keep_all(ok: np.ndarray, rows: _Rows, snakes: list[_Snake], orig: np.ndarray) -> np.ndarray:
+    if ok.all():
         return orig
-    rows = np.flatnonzero(rows_ok)
-    scenes.keep(rows)
+    keep = np.flatnonzero(ok)
+    rows.keep(keep)
     for sn in snakes:
-        sn.keep(rows)
-    return orig[rows]
+        sn.keep(keep)
+    return orig[keep]
 
 
-def _place_targets(p: PathfinderParams, rng: np.random.Generator, batch: int, margin: float):
-    """Try ``batch`` independent target-snake pairs in lock-step; return the scene, the two
-    snakes and the batch row of the first pair (in batch order) that completed, or None."""
-    cap = 2 * p.contour_length + p.n_distractors * p.distractor_length + 2
-    s = _Scenes(p, np.full(batch, float(margin)), cap)
-    g = _Grower(p, s, rng)
-    orig = np.arange(batch)
-    res, M = p.resolution, p.n_seed_candidates
-    lo, hi = 2.0 * p.seed_distance, res - 1 - 2.0 * p.seed_distance
-    if lo > hi:
-        lo = hi = 0.5 * (res - 1)
-    first, ok = g.seed(_uniform_points(rng, (batch, M), lo, hi))
-    orig = _keep(ok, s, [first], orig)
-    if orig.size == 0:
-        return None
-    ring = p.seed_distance * np.exp(1j * rng.uniform(-math.pi, math.pi, (orig.size, M)))
-    second, ok = g.seed(first.tip[:, None] + ring)
-    snakes = [first, second]
-    orig = _keep(ok, s, snakes, orig)
+def _extend(rows: _Rows, sn: _Snake, rng: np.random.Generator) -> np.ndarray:
+    """Official extend_snake in every row; returns which rows succeeded (the others hold
+    garbage and must be dropped). The snake's previous paddle is merged into the mask."""
+    g, p = rows.g, rows.g.p
+    B, res, Hp, q = rows.rows, g.res, g.Hp, g.q
+    tid = sn.last_sid  # (B,) the last paddle's shape = the direction of travel
+    pivot = np.ceil(sn.pivot + (g.L + 2 * g.m) * g.sincos[tid]).astype(np.int64)  # (B, 2) new pivot
+    head = pivot[:, None, :] + g.cand_off  # (B, U, 2) candidate heads
+    inside = ((head >= 0) & (head < res)).all(axis=2)  # (B, U)
+    flat = rows.store.reshape(-1)
+    # flat index of each candidate; off-image ones may point anywhere (clipped gathers): they
+    # get no weight
+    base = rows.base() + ((pivot[:, 0:1] + q) * Hp + pivot[:, 1:2] + q) + g.cand_flat  # (B, U)
+    dil = flat.take(base + g.small_disc_flat[0], mode="clip")  # (B, U) mask dilated by the disc
+    for o in g.small_disc_flat[1:]:
+        np.maximum(dil, flat.take(base + o, mode="clip"), out=dil)
+    pmf = np.where(inside, (1.0 - dil) * g.turn_weight[tid], 0.0)  # (B, U)
+    cum = np.cumsum(pmf, axis=1)
+    total = cum[:, -1]
+    alive = total >= 1e-4
+    # up to max_paddle_retrial + 1 draws by weight, each tested against the official rule
+    # max(mask + new mask) < 1.8; a row draws again only while its draws fail
+    r1 = np.arange(B)
+    kj = np.minimum((cum <= (rng.random(B) * total)[:, None]).sum(axis=1), pmf.shape[1] - 1)  # (B,)
+    win = flat.take(base[r1, kj][None, :] + g.win_flat[:, None], mode="clip")  # (S*S, B) mask under it
+    win += g.mask_cols[:, g.cand_sid[kj]]
+    ok = alive & (win.max(axis=0) < 1.8) & (pmf[r1, kj] > 0)  # (B,)
+    todo = np.flatnonzero(alive & ~ok)
+    for _ in range(p.max_paddle_retrial):
+        if todo.size == 0:
+            break
+        u = rng.random(todo.size) * total[todo]  # (n,)
+        k = np.minimum((cum[todo] <= u[:, None]).sum(axis=1), pmf.shape[1] - 1)  # (n,) drawn candidate
+        win = flat.take(base[todo, k][None, :] + g.win_flat[:, None], mode="clip")  # (S*S, n)
+        win += g.mask_cols[:, g.cand_sid[k]]
+        good = (win.max(axis=0) < 1.8) & (pmf[todo, k] > 0)  # (n,)
+        kj[todo[good]], ok[todo[good]] = k[good], True
+        todo = todo[~good]
+    rows.merge(sn.head, sn.last_sid)  # the previous paddle joins the mask now
+    sn.pivot = pivot
+    sn.add(head[r1, kj], g.cand_sid[kj])
+    return ok
+
+
+def _seed_tail(g: _Geometry, deg: np.ndarray, tail: np.ndarray):
+    """Pivot of seed paddles from ``tail`` (B, 2) in whole-degree directions ``deg`` (B,), and
+    whether head and pivot stay inside the image (the official seed check)."""
+    phi = deg * math.pi / 180.0
+    head = _translate(tail.astype(np.float64), phi, g.L)  # (B, 2)
+    pivot = _translate(head.astype(np.float64), _flip(phi), g.L + g.m)  # (B, 2)
+    inside = ((head >= 0) & (head < g.res) & (pivot >= 0) & (pivot < g.res)).all(axis=1)
+    return pivot, inside
+
+
+def _seed_targets(g: _Geometry, B: int, rng: np.random.Generator):
+    """The official initialize_two_seeds in ``B`` rows: (snake A, snake B, ok). Needs no mask:
+    the first seed only sees the central box, the second one is not checked."""
+    p = g.p
+    T = p.max_paddle_retrial + 1
+    sd = int(p.seed_distance)
+    pad = int(p.padding)
+    lo, hi = max(2 * sd, pad), g.res - 1 - max(2 * sd, pad)  # the free central box of lined_mask
+    out = []
+    ok = np.ones(B, bool)
+    for which in range(2):
+        tail = np.zeros((B, 2), np.int64)
+        pivot = np.zeros((B, 2), np.int64)
+        deg_k = np.zeros(B, np.int64)
+        todo = ok.copy()
+        for _ in range(T):
+            if not todo.any():
+                break
+            deg = rng.integers(-180, 180, size=B)  # (B,)
+            s = deg + 180
+            if which == 0:
+                a = lo - g.fp_lo[s]  # (B, 2) smallest tail whose footprint stays in the box
+                b = hi - g.fp_hi[s]
+                none = g.fp_dead[s] | (a > b).any(axis=1)
+                ok &= ~(todo & none)  # no available coordinate: the official gives up at once
+                todo &= ~none
+                t = a + np.floor(rng.random((B, 2)) * (np.maximum(b - a, 0) + 1)).astype(np.int64)
+            else:
+                ang = rng.integers(0, 360, size=B) * math.pi / 180.0
+                t = np.stack((np.round(out[0].tail[:, 0] + sd * np.sin(ang)),
+                              np.round(out[0].tail[:, 1] + sd * np.cos(ang))), axis=1).astype(np.int64)
+            pv, inside = _seed_tail(g, deg, t)
+            take = todo & inside
+            tail[take], pivot[take], deg_k[take] = t[take], pv[take], s[take]
+            todo &= ~inside
+        ok &= ~todo  # rows whose T tries all left the image
+        out.append(_Snake(tail, pivot, deg_k, p.contour_length))
+    return out[0], out[1], ok
+
+
+def _place_targets(g: _Geometry, rng: np.random.Generator, batch: int):
+    """``batch`` independent target pairs in lock-step (the official two_snakes); the scene,
+    the two snakes and the batch row of the first pair (in batch order) that completed, or None."""
+    p = g.p
+    a, b, ok = _seed_targets(g, batch, rng)
+    snakes = [a, b]
+    orig = np.flatnonzero(ok)
+    for sn in snakes:
+        sn.keep(orig)
+    rows = _Rows.empty(g, orig.size)  # masks only for the pairs whose seeds succeeded
     for _ in range(p.contour_length - 1):
         for sn in snakes:
             if orig.size == 0:
                 return None
-            orig = _keep(g.extend(sn), s, snakes, orig)
+            orig = _keep_all(_extend(rows, sn, rng), rows, snakes, orig)
     if orig.size == 0:
         return None
-    # the winner: the first surviving row (rows stay in batch order)
-    s.keep(np.array([0]))
+    first = np.array([0])
+    rows.keep(first)
     for sn in snakes:
-        sn.keep(np.array([0]))
-    return s, snakes, int(orig[0])
+        sn.keep(first)
+    rows.merge(b.head, b.last_sid)  # the official merges only the second target's last paddle
+    return rows, snakes, int(orig[0])
 
 
-def _place_distractors(p: PathfinderParams, s: _Scenes, rng: np.random.Generator) -> list[_Snakes]:
-    """Distractor snakes, one after the other, in the single-row scene ``s``. The bounded
-    retries of one snake run side by side (the scene copied into one row per try); the first
-    try that completes is kept, as if they had run in sequence. A snake whose tries all fail
-    is skipped."""
-    g = _Grower(p, s, rng)
+def _place_distractors(g: _Geometry, rows: _Rows, rng: np.random.Generator) -> list[_Snake]:
+    """Official make_many_snakes with allow_incomplete: distractors one after another in the
+    single-row scene ``rows``; the tries of one snake run side by side (the scene copied into
+    one row per try) and the first that completes is kept, as if they had run in sequence."""
+    p, res, q = g.p, g.res, g.q
     placed = []
     tries = p.max_distractor_retrial + 1
-    lo, hi = float(p.padding), float(p.resolution - 1 - p.padding)
+    T = p.max_paddle_retrial + 1
     for _ in range(p.n_distractors):
-        mark = s.n
-        s.keep(np.zeros(tries, np.int64))
-        sn, ok = g.seed(_uniform_points(rng, (tries, p.n_seed_candidates), lo, hi))
+        img = rows.image_mask(0)  # (res, res)
+        if (img <= 0.3).sum() < p.min_free_fraction * res * res:
+            break  # official stop_with_availability: every later seeding fails too
+        occ = np.zeros((g.Hp, g.Hp), bool)  # (Hp, Hp) lined mask > 0.3, False outside the image
+        occ[q:q + res, q:q + res] = img > 0.3
+        occ[q, q:q + res] = occ[q + res - 1, q:q + res] = True
+        occ[q:q + res, q] = occ[q:q + res, q + res - 1] = True
+        tail = np.zeros((tries, 2), np.int64)
+        pivot = np.zeros((tries, 2), np.int64)
+        sid = np.zeros(tries, np.int64)
+        todo = np.ones(tries, bool)
+        ok = np.ones(tries, bool)
+        for _ in range(T):
+            if not todo.any():
+                break
+            deg = rng.integers(-180, 180, size=tries)
+            t = np.zeros((tries, 2), np.int64)
+            for i in np.flatnonzero(todo):
+                blocked = np.zeros((res, res), bool)
+                for fy, fx in g.footprints[deg[i] + 180].tolist():
+                    blocked |= occ[q + fy:q + fy + res, q + fx:q + fx + res]
+                free = np.flatnonzero(~blocked)
+                if free.size == 0 or g.fp_dead[deg[i] + 180]:
+                    ok[i] = todo[i] = False  # no available coordinate: this try fails
+                    continue
+                t[i] = divmod(int(free[rng.integers(free.size)]), res)
+            pv, inside = _seed_tail(g, deg, t)
+            take = todo & inside
+            tail[take], pivot[take], sid[take] = t[take], pv[take], deg[take] + 180
+            todo &= ~inside
+        ok &= ~todo
+        if not ok.any():
+            continue
+        trial = rows.copies(0, tries)
+        sn = _Snake(tail, pivot, sid, p.distractor_length)
+        orig = _keep_all(ok, trial, [sn], np.arange(tries))
         for _ in range(p.distractor_length - 1):
-            ok &= g.extend(sn)
-        win = int(ok.argmax())
-        s.keep(np.array([win]))
-        if ok[win]:
-            sn.keep(np.array([win]))
-            placed.append(sn)
-        else:
-            s.n = mark  # roll the failed snake back
+            if orig.size == 0:
+                break
+            orig = _keep_all(_extend(trial, sn, rng), trial, [sn], orig)
+        if orig.size == 0:
+            continue
+        first = np.array([0])
+        trial.keep(first)
+        sn.keep(first)
+        trial.merge(sn.head, sn.last_sid)
+        rows = trial
+        placed.append(sn)
     return placed
 
 
@@ -453,79 +801,39 @@ def _place_distractors(p: PathfinderParams, s: _Scenes, rng: np.random.Generator
 # --------------------------------------------------------------------------------------------
 
 
-def _stamp(canvas: np.ndarray, pad: int, centres: np.ndarray, radius: float, aa: int, coverage) -> None:
-    """Max-composite local windows into ``canvas`` (which has ``pad`` extra pixels per side).
-
-    ``coverage(z, i)`` gets the sub-pixel centres ``z`` (shape (n, W*aa, W*aa), complex) and
-    returns their coverage in [0, 1]; it is box-averaged down to pixels.
-    """
-    if centres.size == 0:
-        return
-    r = int(math.ceil(radius))
-    W = 2 * r + 1
-    ox = np.rint(centres.real).astype(np.int64) - r
-    oy = np.rint(centres.imag).astype(np.int64) - r
-    sub = (np.arange(W * aa) + 0.5) / aa - 0.5  # sub-pixel centre offsets from window origin
-    z = (ox[:, None, None] + sub[None, None, :]) + 1j * (oy[:, None, None] + sub[None, :, None])
-    cov = coverage(z).reshape(len(centres), W, aa, W, aa).mean(axis=(2, 4))
-    jj = np.arange(W)
-    stride = canvas.shape[1]
-    flat = ((oy[:, None, None] + pad + jj[None, :, None]) * stride
-            + (ox[:, None, None] + pad + jj[None, None, :]))
-    np.maximum.at(canvas.reshape(-1), flat.reshape(-1), cov.reshape(-1))
+def _ink(g: _Geometry, pos: np.ndarray, sid: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """(res, res) float64: max of the paddles' ink patches times their contrast (the official
+    stores each in a float32 image), clipped to the image."""
+    res, q = g.res, g.q
+    canvas = np.zeros(g.Hp * g.Hp)
+    if len(sid):
+        idx = ((pos[:, 0] + q) * g.Hp + pos[:, 1] + q)[:, None] + g.win_flat  # (n, S*S)
+        val = (g.ink[sid].reshape(len(sid), -1) * contrast[:, None]).astype(np.float32)  # (n, S*S)
+        np.maximum.at(canvas, idx.reshape(-1), val.reshape(-1).astype(np.float64))
+    return canvas.reshape(g.Hp, g.Hp)[q:q + res, q:q + res]
 
 
-def _paddle_coverage(a: np.ndarray, ab: np.ndarray, thickness: float, aa: int):
-    """Sub-pixel coverage of flat-ended bars ``[a, a + ab]`` of width ``thickness`` (PIL's
-    ``ImageDraw.line`` shape, which the official generator drew): the product of the overlaps of
-    each sub-pixel's box profile (width 1/aa) with the bar along and across its axis."""
-    hw, h = 0.5 * thickness, 0.5 / aa
-    length = np.abs(ab)
-    u = np.conj(ab / np.maximum(length, 1e-300))[:, None, None]  # rotates the bar onto +x
-    length = length[:, None, None]
-
-    def coverage(z):
-        w = (z - a[:, None, None]) * u
-        s, q = w.real, np.abs(w.imag)  # along the bar from its start, distance from its axis
-        along = np.clip(np.minimum(s + h, length) - np.maximum(s - h, 0.0), 0.0, None)
-        across = np.clip(np.minimum(q + h, hw) - np.maximum(q - h, -hw), 0.0, None)
-        return along * across * (aa * aa)
-
-    return coverage
-
-
-def _disk_coverage(c: np.ndarray, radius: float, aa: int):
-    def coverage(z):
-        return np.clip(0.5 - (np.abs(z - c[:, None, None]) - radius) * aa, 0.0, 1.0)
-
-    return coverage
-
-
-def render_coverage(p: PathfinderParams, a: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """Float coverage in [0, 1] (resolution x resolution) of paddles ``[a, a + ab]`` (complex)."""
-    res, aa = p.resolution, p.antialias_scale
+def render_coverage(p: PathfinderParams, a, ab, margin: int | None = None) -> np.ndarray:
+    """Ink in [0, 1] (resolution x resolution) of paddles drawn the official way from the
+    pixels ``a`` (complex ``x + iy``, rounded) in the directions of ``ab`` (complex), contrast 1."""
+    g = _geometry(p, int(p.paddle_margins[0] if margin is None else margin))
     a = np.asarray(a, np.complex128).reshape(-1)
-    ab = np.asarray(ab, np.complex128).reshape(-1)
-    radius = 0.5 * float(np.abs(ab).max(initial=0.0)) + 0.5 * p.paddle_thickness + 1.0
-    pad = int(math.ceil(radius)) + 2
-    canvas = np.zeros((res + 2 * pad, res + 2 * pad))
-    _stamp(canvas, pad, a + 0.5 * ab, radius, aa, _paddle_coverage(a, ab, p.paddle_thickness, aa))
-    return canvas[pad:pad + res, pad:pad + res]
+    phi = np.angle(np.asarray(ab, np.complex128).reshape(-1))
+    ink, _ = g._patches(phi)
+    res, q = g.res, g.q
+    canvas = np.zeros(g.Hp * g.Hp)
+    pos = np.stack((np.rint(a.imag), np.rint(a.real)), axis=1).astype(np.int64)
+    if len(a):
+        idx = ((pos[:, 0] + q) * g.Hp + pos[:, 1] + q)[:, None] + g.win_flat
+        np.maximum.at(canvas, idx.reshape(-1), (ink.reshape(len(a), -1) / 255.0).reshape(-1))
+    return canvas.reshape(g.Hp, g.Hp)[q:q + res, q:q + res]
 
 
-def _render_image(p: PathfinderParams, a: np.ndarray, ab: np.ndarray, markers: np.ndarray) -> np.ndarray:
-    res, aa = p.resolution, p.antialias_scale
-    radius = 0.5 * p.paddle_length + 0.5 * p.paddle_thickness + 1.0
-    mradius = p.marker_radius + 1.0
-    pad = int(math.ceil(max(radius, mradius))) + 2
-    canvas = np.zeros((res + 2 * pad, res + 2 * pad))
-    _stamp(canvas, pad, a + 0.5 * ab, radius, aa, _paddle_coverage(a, ab, p.paddle_thickness, aa))
-    img = np.minimum(canvas[pad:pad + res, pad:pad + res] * (p.snake_contrast * p.paddle_contrast), 1.0)
-    canvas[:] = 0.0
-    _stamp(canvas, pad, markers, mradius, aa, _disk_coverage(markers, p.marker_radius, aa))
-    img = np.maximum(img, canvas[pad:pad + res, pad:pad + res])
-    # explicit 0-255 scaling (the official imsave stretched each float image to its max)
-    return np.rint(img * (255.0 / img.max())).astype(np.uint8)
+def _bytescale(img: np.ndarray) -> np.ndarray:
+    """scipy.misc.imsave of a float image: (v - min) * 255 / (max - min), + 0.5, truncated."""
+    lo, hi = float(img.min()), float(img.max())
+    scale = 255.0 / ((hi - lo) or 1.0)
+    return (np.clip((img - lo) * scale, 0, 255) + 0.5).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,59 +848,79 @@ class PathfinderSample:
     image: np.ndarray  # (R, R) uint8
     label: int  # 1 = both markers on the same snake
     markers: np.ndarray  # (2, 2) float: origin marker, terminal marker
-    snakes: list[np.ndarray]  # each (n_paddles, 2, 2): paddle endpoints; [0], [1] = targets
+    snakes: list[np.ndarray]  # each (n_paddles, 2, 2): paddle endpoints along the snake; [0], [1] = targets
     origin_snake: int  # which target snake (0 / 1) carries the origin marker
     margin: float
-    attempts: int  # sub-seeds used (1 = the first worked)
+    attempts: int  # target pairs tried (1 = the first completed)
+    paddles: np.ndarray | None = None  # (n, 4) int: start y, start x, shape id, snake number
 
     @property
     def n_distractors(self) -> int:
         return len(self.snakes) - 2
 
 
+# each random stream has its own tag in the second word, so no two streams of any images share
+# a seed sequence
+_STREAM_LABEL, _STREAM_MARGIN, _STREAM_TARGETS, _STREAM_DISTRACTORS = 1, 2, 3, 4
+
+
 def _label(seed: int, index: int) -> int:
     # exact balance within each pair of indices, still a function of (seed, index) only
-    flip = int(np.random.default_rng([seed, 0x5A17, index // 2]).integers(2))
+    flip = int(np.random.default_rng([seed, _STREAM_LABEL, index // 2]).integers(2))
     return flip ^ (index & 1)
 
 
-def _margin(p: PathfinderParams, seed: int, index: int) -> float:
+def _margin(p: PathfinderParams, seed: int, index: int) -> int:
     # drawn once per image, before any retry (as the official does), so that the retries do
     # not favour the margins that are easier to place
     if len(p.paddle_margins) == 1:
-        return float(p.paddle_margins[0])
-    k = int(np.random.default_rng([seed, 0x3A26, index]).integers(len(p.paddle_margins)))
-    return float(p.paddle_margins[k])
+        return int(p.paddle_margins[0])
+    k = int(np.random.default_rng([seed, _STREAM_MARGIN, index]).integers(len(p.paddle_margins)))
+    return int(p.paddle_margins[k])
+
+
+def _endpoints(g: _Geometry, sn: _Snake) -> np.ndarray:
+    """(n, 2, 2) float (y, x) paddle endpoints along the snake: the seed paddle runs from its
+    start outwards, the others end at their start (their head) and were drawn backwards."""
+    pos = sn.pos[0, :sn.n].astype(np.float64)  # (n, 2)
+    phi = g.phi[sn.sid[0, :sn.n]]  # (n,)
+    other = pos + g.L * np.stack((np.sin(phi), np.cos(phi)), axis=1)  # (n, 2)
+    ends = np.stack((other, pos), axis=1)  # (n, 2, 2)
+    ends[0] = (pos[0], other[0])
+    return ends
 
 
 def generate_sample(p: PathfinderParams, seed: int, index: int) -> PathfinderSample:
     """Generate image ``index`` of the data set with ``seed`` (depends on nothing else)."""
     label = _label(seed, index)
     margin = _margin(p, seed, index)
+    g = _geometry(p, margin)
     tried = 0
     for batch in range(p.max_target_batches):
         B = min(p.target_batch << min(batch, 30), max(p.max_target_batch, p.target_batch))
-        rng = np.random.default_rng([seed, index, batch])
-        found = _place_targets(p, rng, B, margin)
+        rng = np.random.default_rng([seed, _STREAM_TARGETS, index, batch])
+        found = _place_targets(g, rng, B)
         if found is None:
             tried += B
             continue
-        scenes, targets, row = found
-        rng = np.random.default_rng([seed, index, batch, 1])
-        distractors = _place_distractors(p, scenes, rng)
+        rows, targets, row = found
+        rng = np.random.default_rng([seed, _STREAM_DISTRACTORS, index, batch])
+        distractors = _place_distractors(g, rows, rng)
         origin = int(rng.integers(2))
         terminal = origin if label == 1 else 1 - origin
-        mk = np.array([targets[origin].tip[0], targets[terminal].head[0]])
-        n = scenes.n
-        image = _render_image(p, scenes.a[0, :n], scenes.ab[0, :n], mk)
-        snakes = []
-        for sn in targets + distractors:
-            e = scenes.ends[0, sn.idx]  # (n_paddles, 2) complex
-            snakes.append(np.stack((e.imag, e.real), axis=-1))
+        mk = np.array([targets[origin].tail[0], targets[terminal].head[0]], np.int64)  # (2, 2)
+        snakes = targets + distractors
+        pad = []
+        for n, sn in enumerate(snakes):
+            pad.append(np.column_stack((sn.pos[0, :sn.n], sn.sid[0, :sn.n], np.full(sn.n, n))))
+        pad = np.concatenate(pad).astype(np.int64)  # (n_paddles, 4)
+        contrast = np.where(pad[:, 3] < 2, p.target_contrast, p.distractor_contrast)
+        img = _ink(g, pad[:, :2], pad[:, 2], contrast)
+        img = np.maximum(img, np.maximum(g.marker(mk[0]), g.marker(mk[1])))
         return PathfinderSample(
-            image=image, label=label, markers=np.stack((mk.imag, mk.real), axis=-1),
-            snakes=snakes, origin_snake=origin, margin=float(scenes.m[0]),
-            attempts=tried + row + 1,
+            image=_bytescale(img), label=label, markers=mk.astype(np.float64),
+            snakes=[_endpoints(g, sn) for sn in snakes], origin_snake=origin, margin=margin,
+            attempts=tried + row + 1, paddles=pad,
         )
     raise RuntimeError(f"Pathfinder image {index} (seed {seed}): no target pair could be placed in "
                        f"{tried} attempts; parameters too crowded? {p}")
@@ -604,6 +932,7 @@ def _metadata_line(p: PathfinderParams, k: int, j: int, s: PathfinderSample) -> 
     return (f"imgs/{k} sample_{j}.png {j} {s.label} {float(p.continuity)!r} {p.contour_length} "
             f"{p.distractor_length} {p.paddle_length} {float(p.paddle_thickness)!r} {margin} 1 "
             f"{s.n_distractors} {y0:.3f} {x0:.3f} {y1:.3f} {x1:.3f}")
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,9 +961,7 @@ def _work(job: tuple) -> list[tuple[int, int, str]]:
 def _write_metadata(task_dir: Path, k: int, rows: list[tuple[int, str]]) -> None:
     rows.sort()
     path = task_dir / "metadata" / f"{k}.npy"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for _, line in rows))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for _, line in rows))
 
 
 def generate_pathfinder(
@@ -653,7 +980,8 @@ def generate_pathfinder(
     overwrite: bool = False,
 ) -> Path:
     """Generate a Pathfinder data set in the official on-disk layout; returns the task folder
-    ``out_dir/pathfinder{resolution}/curv_contour_length_{contour_length}``.
+    ``out_dir/pathfinder{resolution}/<difficulty>``, where ``<difficulty>`` is the release's name
+    (``curv_baseline`` for contour length 6, else ``curv_contour_length_{contour_length}``).
 
     Image ``i`` goes to ``imgs/{i // images_per_folder}/sample_{i % images_per_folder}.png`` and
     depends only on ``(seed, i)``. Work is spread over ``workers`` processes (default
@@ -668,7 +996,7 @@ def generate_pathfinder(
     p = pathfinder_params(resolution, contour_length, **overrides)
     if n_images < 0 or images_per_folder < 1:
         raise ValueError("n_images must be >= 0 and images_per_folder >= 1")
-    task_dir = Path(out_dir) / f"pathfinder{resolution}" / f"curv_contour_length_{contour_length}"
+    task_dir = Path(out_dir) / f"pathfinder{resolution}" / difficulty_dir_name(contour_length)
     old = sorted((task_dir / "metadata").glob("*.npy")) if (task_dir / "metadata").is_dir() else []
     if old:
         if not overwrite:
