@@ -88,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import warnings
+
     import registry
     from zoo.data import TaskNotFoundError
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"zoo: warning: {message}\n"  # one line
     from zoo.train import CheckpointError, Interrupted, RunLockedError, TrainingDiverged
 
     prog = f"zoo {args.command}"

@@ -30,8 +30,6 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:N)") from None
     if dev.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"{text!r}: benchmarks run on cpu or cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is available here")
     return text
 
 
@@ -49,6 +47,8 @@ def _cmd_bench(args) -> int:
         print(bench.format_table([], header=header, body=rows))
         print(f"\n{regressions} regression(s) beyond max({args.threshold:g}%, the runs' noise)")
         return 1 if regressions else 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is available here (torch.cuda.is_available() is False)")
     lengths = args.lengths or ([256, 1024] if args.quick else [1024, 4096, 16384])
     reps = args.reps or (5 if args.quick else 10)
     d_model = args.d_model or (256 if args.quick else 512)

@@ -8,7 +8,9 @@ from zoo.train.checkpoint import CheckpointError
 from zoo.train.experiment import Experiment, ExperimentConfigError, load_experiment
 from zoo.train.optim import build_optimizer, build_scheduler, param_groups
 from zoo.train.runs import RunLockedError, run_experiment
-from zoo.train.trainer import Interrupted, MemoryEstimateError, Trainer, TrainingDiverged
+from zoo.train.memory import MemoryEstimateError
+from zoo.train.stopping import Interrupted, TrainingDiverged
+from zoo.train.trainer import Trainer
 
 __all__ = [
     "CheckpointError",

@@ -8,11 +8,12 @@ duplicated or orphaned records.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from zoo._io import atomic_write_text
 
-__all__ = ["MetricsLog", "plot_curves", "read_metrics"]
+__all__ = ["Meter", "MetricsLog", "plot_curves", "read_metrics"]
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -70,6 +71,54 @@ class MetricsLog:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+class Meter:
+    """Training statistics over the current logging window and over the whole run.
+
+    A window's seconds are exact because it ends with a host sync (the NaN check of its losses);
+    its step time is their mean. The run's step time is the median over windows after the first
+    fifth (warm-up effects), its tokens/s the totals over the timed steps.
+    """
+
+    EMPTY = {"loss": 0.0, "correct": 0, "rows": 0, "steps": 0, "real": 0, "padded": 0, "seconds": 0.0}
+
+    def __init__(self) -> None:
+        self.window = dict(self.EMPTY)
+        self.totals = {"real": 0, "padded": 0, "seconds": 0.0}
+        self.window_ms: list[float] = []
+
+    def add(self, loss: float, correct: float, rows: int, real: int, padded: int) -> None:
+        w = self.window
+        w["loss"] += loss * rows
+        w["correct"] += int(round(correct))
+        w["rows"] += rows
+        w["steps"] += 1
+        w["real"] += real
+        w["padded"] += padded
+
+    def close_window(self) -> dict | None:
+        """The window's record fields (None if it is empty); starts a new window."""
+        w = self.window
+        if not w["steps"]:
+            return None
+        ms = 1e3 * w["seconds"] / w["steps"]
+        self.window_ms.append(ms)
+        for k in self.totals:
+            self.totals[k] += w[k]
+        self.window = dict(self.EMPTY)
+        return {"loss": w["loss"] / max(w["rows"], 1), "acc": w["correct"] / max(w["rows"], 1), "step_ms": ms,
+                "tokens_per_s": w["real"] / max(w["seconds"], 1e-9),
+                "padded_tokens_per_s": w["padded"] / max(w["seconds"], 1e-9),
+                "pad_fraction": 1.0 - w["real"] / max(w["padded"], 1)}
+
+    def summary(self) -> dict:
+        t = self.totals
+        steady = self.window_ms[len(self.window_ms) // 5:] or self.window_ms
+        return {"tokens_per_s": t["real"] / max(t["seconds"], 1e-9),
+                "padded_tokens_per_s": t["padded"] / max(t["seconds"], 1e-9),
+                "pad_fraction": 1.0 - t["real"] / max(t["padded"], 1),
+                "step_ms_median": statistics.median(steady) if steady else None}
 
 
 def plot_curves(metrics_path: Path, out: Path, title: str = "") -> Path | None:

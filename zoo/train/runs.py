@@ -78,7 +78,8 @@ def run_experiment(experiment, overrides=(), *, out: str | os.PathLike = "runs",
 
     from zoo.train import checkpoint as ckpt
     from zoo.train.experiment import load_experiment
-    from zoo.train.trainer import Dist, Trainer
+    from zoo.train.distributed import Dist
+    from zoo.train.trainer import Trainer
 
     overrides = list(overrides)
     if data_root is not None:

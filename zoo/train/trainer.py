@@ -20,16 +20,12 @@ its slice of each (global) batch, rank 0 writes checkpoints and logs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import signal
-import statistics
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,71 +37,14 @@ from zoo.config import resolve_layer
 from zoo.models import ModelConfig, build_model
 from zoo.train import checkpoint as ckpt
 from zoo.train.batching import Batch, BatchSource, epoch_batches, eval_batches
+from zoo.train.distributed import Dist
 from zoo.train.experiment import Experiment, ExperimentConfigError, check_device, config_diff, describe_diff
-from zoo.train.metrics import MetricsLog, plot_curves
+from zoo.train.metrics import Meter, MetricsLog, plot_curves
+from zoo.train.stopping import Interrupted, StopSignals, TrainingDiverged
+from zoo.train.warmup import compile_count
 from zoo.train.optim import build_optimizer, build_scheduler
 
-__all__ = ["Interrupted", "MemoryEstimateError", "Trainer", "TrainingDiverged", "compile_count"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
-
-
-class Interrupted(RuntimeError):
-    """Ctrl-C or SIGTERM: a checkpoint and the summary were saved; ``exit_code`` is 128 + signal."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class MemoryEstimateError(ValueError):
-    """The run would not fit in the memory of the device (estimated before the first step)."""
-
-
-def compile_count() -> int:
-    """Graphs compiled by torch.compile in this process so far (FlexAttention and ``train.compile``)."""
-    try:
-        from torch._dynamo.utils import counters
-    except ImportError:  # pragma: no cover
-        return 0
-    return int(counters["stats"]["unique_graphs"])
-
-
-@dataclass
-class Dist:
-    """This process's place under torchrun (``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "Dist":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(t)
-        return t
-
-
-def _available_bytes() -> int:
-    """Memory a new allocation can use on this machine (``MemAvailable``)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -126,13 +65,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = bool(t.progress) and self.dist.main and sys.stderr.isatty()
-        self.device = check_device(t.device)
-        if self.dist.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        if self.device.type == "cuda":
-            if self.device.index is None:
-                self.device = torch.device("cuda", torch.cuda.current_device())
-            torch.cuda.set_device(self.device)
+        self.device = self.dist.device(check_device(t.device))
         self.precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         if datasets is None:
             from zoo.data import prepare
@@ -146,12 +79,7 @@ class Trainer:
             self.data_source, self.data_protocol = "datasets passed to Trainer", None
         self.datasets = datasets
         train_ds = datasets["train"]
-        if self.dist.world > 1:
-            if t.batch_size % self.dist.world:
-                raise ExperimentConfigError(f"train.batch_size={t.batch_size} is the global batch: it must be "
-                                            f"divisible by the {self.dist.world} processes of torchrun")
-            if not torch.distributed.is_initialized():
-                torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.dist.init(self.device, t.batch_size)
         ckpt.seed_all(t.seed)
         layer = resolve_layer(exp.layer, max_len=train_ds.max_len)
         self.model = build_model(ModelConfig(**OmegaConf.to_container(cfg.model)), layer,
@@ -173,10 +101,9 @@ class Trainer:
         self.best_val_acc: float | None = None
         self.best_step: int | None = None
         self.train_seconds = 0.0
-        self._window = {"loss": 0.0, "correct": 0, "rows": 0, "steps": 0, "real": 0, "padded": 0, "seconds": 0.0}
-        self._window_ms: list[float] = []  # mean step time of each logged window
+        self.meter = Meter()
         self._compiles_at_warmup: int | None = None
-        self._stop_signal: int | None = None
+        self.signals = StopSignals()
         self.log: MetricsLog | None = None
 
     # ------------------------------------------------------------------ state
@@ -188,7 +115,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_val_acc": self.best_val_acc, "best_step": self.best_step,
-            "train_seconds": self.train_seconds, "window": dict(self._window), "total_steps": self.total_steps,
+            "train_seconds": self.train_seconds, "window": dict(self.meter.window), "total_steps": self.total_steps,
             "rng": ckpt.rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -196,6 +123,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.main:
             ckpt.save(self.state_dict(), self.run_dir)
+        self.dist.barrier()
 
     def resume(self) -> Path | None:
         """Load the newest readable checkpoint of the run folder (None: a fresh run)."""
@@ -215,7 +143,7 @@ class Trainer:
             self.scheduler.load_state_dict(ck["scheduler"])
         for k in ("step", "epoch", "batch_in_epoch", "best_val_acc", "best_step", "train_seconds"):
             setattr(self, k, ck[k])
-        self._window = dict(ck["window"])
+        self.meter.window = dict(ck["window"])
         ckpt.set_rng_state(ck["rng"])
         return path
 
@@ -272,98 +200,32 @@ class Trainer:
     # ------------------------------------------------------------------ before the first step
 
     def warm_up(self) -> int:
-        """Compile every shape bucket (train and eval) before the first step; returns the graphs compiled.
-
-        Runs under forked RNG states and leaves no gradients, so the run is the same with or without it.
-        """
+        """Compile every shape bucket before the first step (on CUDA under ``auto``); returns the
+        graphs compiled. Forked RNG states and no gradients left: the run is the same without it."""
         mode = self.cfg.train.warmup_compile
         if mode == "false" or (mode == "auto" and self.device.type != "cuda"):
             return 0
+        from zoo.train.warmup import compile_shapes
+
         before = compile_count()
-        src = self.sources["train"]
-        ds = src.ds
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            for L in src.shapes():
-                for bs, train in ((self.cfg.train.batch_size // self.dist.world, True), (self.eval_batch_size, False)):
-                    rows = torch.ones(bs, L, dtype=torch.uint8, device=self.device)
-                    if ds.has_padding:
-                        rows[:, -1] = 0  # one padded key: the padded code path
-                    x = ds.convert(rows)
-                    inputs = [x] * (2 if ds.is_pair else 1)
-                    masks = [ds.padding_mask(x)] * len(inputs)
-                    if train:
-                        self.ddp.train()
-                        with self._autocast():
-                            self.ddp(inputs, masks).float().sum().backward()
-                    else:
-                        self.model.eval()
-                        with torch.no_grad(), self._autocast():
-                            self.model(inputs, masks)
+        compile_shapes(self.ddp, self.model, self.sources["train"], self.device, self._autocast,
+                       [(self.cfg.train.batch_size // self.dist.world, True), (self.eval_batch_size, False)])
         self.optimizer.zero_grad(set_to_none=True)
         self._compiles_at_warmup = compile_count()
         return self._compiles_at_warmup - before
 
     def check_memory(self) -> dict | None:
-        """On CPU: estimate the peak memory of one training step (two small probes, extrapolated in
-        ``L`` as ``a L + b L^2`` and linearly in the batch) and refuse a run that cannot fit."""
+        """Refuse a CPU run that cannot fit in memory, before the first step (see ``zoo.train.memory``)."""
         if self.device.type != "cpu":
             return None
-        from zoo.measure import cpu_peak_mib
+        from zoo.train.memory import check_cpu_memory
 
-        src = self.sources["train"]
-        ds = src.ds
-        L = max(src.shapes())
-        B = self.cfg.train.batch_size
-        probes = [min(L, 128), min(L, 256)]
-        peaks = []
         with torch.random.fork_rng():
-            for Lp in probes:
-                rows = torch.ones(1, Lp, dtype=torch.uint8)
-                x = ds.convert(rows)
-                inputs = [x] * (2 if ds.is_pair else 1)
-
-                def step():
-                    with self._autocast():
-                        self.model(inputs, [ds.padding_mask(x)] * len(inputs)).float().sum().backward()
-
-                peaks.append(cpu_peak_mib(step) * 2**20)
+            est = check_cpu_memory(self.model, self.sources["train"], self.cfg.train.batch_size, self._autocast)
         self.optimizer.zero_grad(set_to_none=True)
-        (l1, l2), (m1, m2) = probes, peaks
-        if l2 > l1:
-            b = max((m2 - m1 * l2 / l1) / (l2 * l2 - l1 * l2), 0.0)
-            a = max((m1 - b * l1 * l1) / l1, 0.0)
-        else:
-            a, b = m1 / l1, 0.0
-        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        need = B * (a * L + b * L * L) + 4 * params  # activations + weights, grads and Adam moments
-        have = _available_bytes()
-        est = {"estimated_gib": need / 2**30, "available_gib": have / 2**30, "batch": B, "length": L}
-        if need > 0.9 * have:
-            raise MemoryEstimateError(
-                f"this run needs about {need / 2**30:.1f} GiB per training step on the CPU (batch {B}, length {L}; "
-                f"measured at B=1, L={l1} and {l2}, extrapolated) but {have / 2**30:.1f} GiB is available: lower "
-                "train.batch_size or task.options.max_len, or train on a GPU (train.device=cuda)")
         return est
 
     # ------------------------------------------------------------------ the loop
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:  # a second Ctrl-C: stop now (the last checkpoint stands)
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-
-    @contextlib.contextmanager
-    def _signals(self):
-        if threading.current_thread() is threading.main_thread():
-            old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
-        else:  # pragma: no cover - signal handlers only work in the main thread
-            yield
 
     def _flush_window(self, pending: list) -> None:
         """Sync once: check the pending steps' losses and gradient norms, add them to the window."""
@@ -375,13 +237,7 @@ class Trainer:
             if not math.isfinite(loss) or not math.isfinite(norm):
                 what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
                 raise self._diverged(what, value, info)
-            w = self._window
-            w["loss"] += loss * info["rows"]
-            w["correct"] += int(round(correct))
-            w["rows"] += info["rows"]
-            w["steps"] += 1
-            w["real"] += info["real"]
-            w["padded"] += info["padded"]
+            self.meter.add(loss, correct, info["rows"], info["real"], info["padded"])
         pending.clear()
 
     def _diverged(self, what: str, value: float, info: dict) -> TrainingDiverged:
@@ -398,22 +254,15 @@ class Trainer:
             "optim.lr, a warm-up (optim.warmup_steps), gradient clipping (optim.grad_clip) or train.precision=fp32.")
 
     def _log_window(self) -> None:
-        w = self._window
-        if not w["steps"]:
+        rec = self.meter.close_window()
+        if rec is None:
             return
-        ms = 1e3 * w["seconds"] / w["steps"]
-        self._window_ms.append(ms)
-        rec = {"kind": "train", "step": self.step, "epoch": self.epoch, "loss": w["loss"] / max(w["rows"], 1),
-               "acc": w["correct"] / max(w["rows"], 1), "lr": float(self.optimizer.param_groups[0]["lr"]),
-               "step_ms": ms, "tokens_per_s": w["real"] / max(w["seconds"], 1e-9),
-               "padded_tokens_per_s": w["padded"] / max(w["seconds"], 1e-9),
-               "pad_fraction": 1.0 - w["real"] / max(w["padded"], 1), "compiles": compile_count()}
+        rec = {"kind": "train", "step": self.step, "epoch": self.epoch, **rec,
+               "lr": float(self.optimizer.param_groups[0]["lr"]), "compiles": compile_count()}
         if self.device.type == "cuda":
             rec["peak_mem_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         if self.log is not None:
             self.log.log(rec)
-        self._totals = {k: getattr(self, "_totals", {}).get(k, 0) + w[k] for k in ("real", "padded", "seconds")}
-        self._window = {"loss": 0.0, "correct": 0, "rows": 0, "steps": 0, "real": 0, "padded": 0, "seconds": 0.0}
 
     def fit(self, max_steps: int | None = None) -> dict:
         """Train until the schedule ends (or ``max_steps`` total steps), then test; returns the summary."""
@@ -439,7 +288,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
-            with self._signals():
+            with self.signals:
                 t0 = time.perf_counter()
                 while self.step < stop:
                     batches = epoch_batches(src.lengths.max(axis=1), t.batch_size, t.seed, self.epoch,
@@ -450,6 +299,7 @@ class Trainer:
                         info = {"step": self.step + 1, "epoch": self.epoch, "batch": self.batch_in_epoch,
                                 "rows": batch.n_rows, "real": batch.real_tokens, "padded": batch.padded_tokens}
                         pending.append((*self.train_step(batch), info))
+                        self.signals.agree(self.dist, self.device)  # every rank stops at the same step
                         self.batch_in_epoch += 1
                         epoch_end = self.batch_in_epoch == len(batches)
                         if epoch_end:
@@ -457,23 +307,24 @@ class Trainer:
                         evaluate = epoch_end or (t.eval_every and self.step % t.eval_every == 0)
                         boundary = epoch_end or (t.checkpoint_every and self.step % t.checkpoint_every == 0) \
                             or self.step >= stop
-                        if len(pending) >= t.log_every or evaluate or boundary or self._stop_signal is not None:
+                        if len(pending) >= t.log_every or evaluate or boundary or self.signals.requested:
                             self._flush_window(pending)
                         now = time.perf_counter()
-                        self._window["seconds"] += now - step_t0  # exact over a window: it ends with a sync
+                        self.meter.window["seconds"] += now - step_t0  # exact over a window: it ends with a sync
                         bar.update(1)
-                        if self._window["steps"] >= t.log_every or evaluate:
-                            bar.set_postfix(epoch=self.epoch, loss=f"{self._window['loss'] / max(self._window['rows'], 1):.4f}")
+                        if self.meter.window["steps"] >= t.log_every or evaluate:
                             self._log_window()
+                            if self.meter.window_ms:
+                                bar.set_postfix(epoch=self.epoch, step_ms=f"{self.meter.window_ms[-1]:.1f}")
                         if evaluate:
                             self._validate()
-                        if boundary or self._stop_signal is not None:  # (a signal may have come during eval)
+                        if boundary or self.signals.requested:  # (a signal may have come during eval)
                             self._flush_window(pending)
                             self.train_seconds += time.perf_counter() - t0
                             t0 = time.perf_counter()
                             self.save_checkpoint()
                             saved_at = self.step
-                        if self._stop_signal is not None:
+                        if self.signals.requested:
                             raise self._interrupted()
                         if self.step >= stop or epoch_end:
                             break
@@ -486,7 +337,7 @@ class Trainer:
         return self.finish(reached_end=self.step >= self.total_steps)
 
     def _interrupted(self) -> Interrupted:
-        signum = self._stop_signal
+        signum = self.signals.signum
         name = signal.Signals(signum).name
         self.finish(reached_end=False, test=False, status=f"interrupted by {name} at step {self.step} (resume to continue)")
         if self.log is not None:
@@ -503,6 +354,7 @@ class Trainer:
             if self.dist.main:
                 atomic_torch_save({"model": self.model.state_dict(), "step": self.step, "val_acc": r["acc"]},
                                   self.run_dir / ckpt.BEST)
+            self.dist.barrier()
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -521,13 +373,7 @@ class Trainer:
                 "inference": mixer.kernel_name(x, mask, requires_grad=False)}
 
     def throughput(self) -> dict:
-        tot = getattr(self, "_totals", {"real": 0, "padded": 0, "seconds": 0.0})
-        steady = self._window_ms[len(self._window_ms) // 5:] or self._window_ms  # skip the first fifth
-        out = {"tokens_per_s": tot["real"] / max(tot["seconds"], 1e-9),
-               "padded_tokens_per_s": tot["padded"] / max(tot["seconds"], 1e-9),
-               "pad_fraction": 1.0 - tot["real"] / max(tot["padded"], 1),
-               "step_ms_median": statistics.median(steady) if steady else None,
-               "compiles": compile_count(),
+        out = {**self.meter.summary(), "compiles": compile_count(),
                "compiles_after_warmup": (compile_count() - self._compiles_at_warmup
                                          if self._compiles_at_warmup is not None else None)}
         if self.device.type == "cuda":

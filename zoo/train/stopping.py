@@ -1,0 +1,60 @@
+"""How a run stops: it diverged (NaN/inf), or it was asked to (Ctrl-C, SIGTERM).
+
+A first Ctrl-C or SIGTERM only raises a flag: the current step completes, a checkpoint and the
+summary are written, and :class:`Interrupted` carries the exit code (130 / 143) and one line
+saying how to resume. A second signal stops at once (the last checkpoint stands). Under torchrun
+the flag is agreed on by all ranks every step, so they stop together.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import torch
+
+__all__ = ["Interrupted", "StopSignals", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: a checkpoint and the summary were saved; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """``with StopSignals() as s: ... if s.requested: ...``: SIGINT / SIGTERM set a flag (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def agree(self, dist, device: torch.device) -> None:
+        """Make the flag the same on every rank (a no-op without torchrun)."""
+        if dist.world > 1 and dist.any(self.requested, device) and self.signum is None:
+            self.signum = signal.SIGTERM
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
