@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:  `make run` (main job, CPU, minutes)  and  `make test`.
-# `make run`: train the embedded ListOps smoke experiment (generated data, no download), then
-# compare every registered layer side by side; results under runs/.
+# `make run`: the embedded comparison (configs/comparisons/listops_small.yaml): a small generated
+# ListOps (no download), four layers x two seeds trained under one budget on the CPU, then one
+# table and the plots; everything under runs/listops_small/.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: run test test-slow test-gpu bench install clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
@@ -23,8 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/zoo train listops_small --out runs
-	$(BIN)/zoo bench --quick --out runs/bench
+	$(BIN)/zoo compare listops_small --out runs
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)

@@ -48,7 +48,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak allocated memory of one ``fn()`` above what was allocated before, in MiB (CUDA only)."""
+    """Peak CUDA memory of one ``fn()`` in MiB (zoo.measure); None on the CPU, where it is not timed here."""
     return cuda_peak_mib(fn, device) if device.type == "cuda" else None
 
 

@@ -175,7 +175,8 @@ def test_sdpa_matches_reference_cpu(case, dtype):
 
 
 @pytest.mark.parametrize("case", [c for c in cases_for("flex") if c[2] is None or c[0]], ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.slow)],
+                         ids=["fp32", "bf16"])  # bf16: a compile per case here; covered on the GPU by every backend test
 def test_flex_matches_reference_cpu(case, dtype):
     """Compiled FlexAttention on CPU (forward only: it has no CPU backward)."""
     with torch.no_grad():
@@ -372,7 +373,7 @@ def test_head_dim_limits_are_declared(monkeypatch):
     assert backends.select(cpu).name == "flex"  # the CPU kernels take head_dim 8
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.slow)])
 def test_flex_pads_small_heads_exactly(monkeypatch, dtype):
     """The zero-padding the CUDA kernels need for head_dim < 16, run here on the CPU kernels (inference)."""
     from zoo.functional.backends.flex import FlexBackend

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,17 +32,13 @@ train: {{epochs: {epochs}, batch_size: 8, checkpoint_every: 1, log_every: 1, pro
 """
 
 
-CACHE: list[Path] = []  # one data cache for the module: each tiny set is generated once
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(tmp_path_factory):
-    if not CACHE:
-        CACHE.append(tmp_path_factory.mktemp("zoo-cache"))
+CACHE: list[Path] = []  # one data cache for the test session: each tiny set is generated once
 
 
 def tiny_experiment(tmp_path: Path, n_train: int = 64, epochs: int = 1) -> Path:
     """A YAML experiment of a tiny generated ListOps (generated on first use into the module's cache)."""
+    if not CACHE:
+        CACHE.append(Path(tempfile.mkdtemp(prefix="zoo-test-cache-")))
     (tmp_path / "empty").mkdir(exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY.format(root=tmp_path / "empty", cache=CACHE[0], n_train=n_train, epochs=epochs))

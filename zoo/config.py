@@ -51,7 +51,9 @@ def config_dirs() -> list:
         if d.is_dir() and d.resolve() not in seen:
             seen.add(d.resolve())
             out.append(d)
-    out.append(_shipped())
+    shipped = _shipped()
+    if not any(Path(str(d)).resolve() == Path(str(shipped)).resolve() for d in out):
+        out.append(shipped)
     return out
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zoo.cli.common import Parser
+
 EPILOG = """\
 examples:
   zoo list                                    every registered layer (built-ins and plugins)
@@ -27,24 +29,6 @@ examples:
 Plugins: third-party layers register through the entry-point group `zoo.layers`;
 set ZOO_DISABLE_PLUGINS=1 to skip them. See README.md.
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (and exit 2), naming where to get help."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

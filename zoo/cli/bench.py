@@ -72,7 +72,7 @@ def _cmd_bench(args) -> int:
 
 
 def add_bench_parser(sub) -> None:
-    from zoo.cli import positive_int
+    from zoo.cli.common import positive_int
 
     p = sub.add_parser("bench", help="forward+backward time, memory and error of layers side by side",
                        description="Forward+backward time (median and spread), peak memory, ratio to vanilla, kernel "

@@ -35,7 +35,7 @@ def _cmd_train(args) -> int:
 
 
 def add_train_parser(sub) -> None:
-    from zoo.cli import positive_int
+    from zoo.cli.common import positive_int
 
     p = sub.add_parser("train", help="train a model on an LRA task (experiment YAML + overrides), resumable",
                        description="Train an encoder with a registry layer on an LRA task.",

@@ -35,6 +35,9 @@ class ConvBlock(SequenceMixer):
     def reference_kernel(self, L: int) -> Tensor:
         return self.kernel(L)
 
+    def kernel_name(self, x: Tensor, key_padding_mask: Tensor | None = None, requires_grad: bool = True) -> str:
+        return "fftconv"  # zoo.functional.fftconv: real FFTs of a fast length, fp32 inside
+
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         return self._block(x, key_padding_mask, self.kernel, fftconv)
 

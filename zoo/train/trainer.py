@@ -101,6 +101,7 @@ class Trainer:
         self.best_val_acc: float | None = None
         self.best_step: int | None = None
         self.train_seconds = 0.0
+        self.eval_seconds = 0.0  # this process's validation and test time (the steps' time is train_seconds)
         self.meter = Meter()
         self._compiles_at_warmup: int | None = None
         self.signals = StopSignals()
@@ -289,7 +290,6 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
             with self.signals:
-                t0 = time.perf_counter()
                 while self.step < stop:
                     batches = epoch_batches(src.lengths.max(axis=1), t.batch_size, t.seed, self.epoch,
                                             bucketed=self.cfg.data.bucketing)
@@ -311,6 +311,7 @@ class Trainer:
                             self._flush_window(pending)
                         now = time.perf_counter()
                         self.meter.window["seconds"] += now - step_t0  # exact over a window: it ends with a sync
+                        self.train_seconds += now - step_t0  # the steps only (not evaluation, not checkpoints)
                         bar.update(1)
                         if self.meter.window["steps"] >= t.log_every or evaluate:
                             self._log_window()
@@ -320,8 +321,6 @@ class Trainer:
                             self._validate()
                         if boundary or self.signals.requested:  # (a signal may have come during eval)
                             self._flush_window(pending)
-                            self.train_seconds += time.perf_counter() - t0
-                            t0 = time.perf_counter()
                             self.save_checkpoint()
                             saved_at = self.step
                         if self.signals.requested:
@@ -346,7 +345,9 @@ class Trainer:
                            "again to resume", signum)
 
     def _validate(self) -> None:
+        t0 = time.perf_counter()
         r = self.evaluate("val")
+        self.eval_seconds += time.perf_counter() - t0
         if self.log is not None:
             self.log.log({"kind": "val", "step": self.step, "epoch": self.epoch, "loss": r["loss"], "acc": r["acc"]})
         if self.best_val_acc is None or r["acc"] > self.best_val_acc:
@@ -400,7 +401,8 @@ class Trainer:
             "best_val_acc": self.best_val_acc, "best_step": self.best_step,
             "test_acc": result["acc"] if result else None, "test_loss": result["loss"] if result else None,
             "test_weights": tested if result else None,
-            "train_seconds": round(self.train_seconds, 2), "warmup_seconds": round(getattr(self, "warmup_seconds", 0.0), 2),
+            "train_seconds": round(self.train_seconds, 2), "eval_seconds": round(self.eval_seconds, 2),
+            "warmup_seconds": round(getattr(self, "warmup_seconds", 0.0), 2),
             **self.throughput(), "kernel": getattr(self, "kernels", None), "memory_estimate": getattr(self, "memory", None),
             "device": str(self.device), "precision": self.precision, "world_size": self.dist.world,
             "data_source": self.data_source, "data_protocol": self.data_protocol,

@@ -18,6 +18,7 @@ import numpy as np
 from zoo.base import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError
+from zoo.data.generators.pathfinder import difficulty_dir_name
 from zoo.data.tasks.common import bar, choice, file_fp, parse_label, positive, require_nonempty
 from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, register_task
 from zoo.data.tokenizers import PIXEL_MODES
@@ -64,10 +65,9 @@ class PathfinderGenConfig:
 
 
 def dir_names(contour_length: int) -> list[str]:
-    """Folder names of one difficulty, the release's name first."""
-    if contour_length == 6:
-        return ["curv_baseline", "curv_contour_length_6"]
-    return [f"curv_contour_length_{contour_length}"]
+    """Folder names of one difficulty: the release's (which the generator writes), then the name older
+    versions of our generator wrote for the easy set."""
+    return [difficulty_dir_name(contour_length)] + (["curv_contour_length_6"] if contour_length == 6 else [])
 
 
 def _is_task_dir(cfg: PathfinderConfig, d: Path, entries: set[str]) -> bool:
