@@ -10,6 +10,7 @@ after saving a checkpoint.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from zoo.cli.common import Parser
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.data import TaskNotFoundError
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"zoo: warning: {message}\n"  # one line
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU compiles
     from zoo.train import CheckpointError, Interrupted, RunLockedError, TrainingDiverged
 
     prog = f"zoo {args.command}"
