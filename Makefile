@@ -11,6 +11,9 @@ STAMP   := $(VENV)/.installed
 # 2.13.0 file lacks. Override on other machines: `make TORCH_SPEC="torch torchvision" test`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# two test processes, one thread each (pytest-xdist; files stay whole so module fixtures are built once):
+# the 2-core CI machine is busiest that way, and torch's threads never fight each other
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: run test test-slow test-gpu bench install clean
 
@@ -27,10 +30,10 @@ run: $(STAMP)
 	$(BIN)/zoo compare listops_small --out runs
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "slow" $(PYTEST_ARGS)
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m "gpu" $(PYTEST_ARGS)

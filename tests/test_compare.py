@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,22 +62,27 @@ def test_a_grid_end_to_end(tmp_path, capsys):
 
 
 def test_a_stopped_grid_resumes_and_reaches_the_same_table(tmp_path):
-    grid = comparison(tmp_path, layers="[s4d]", steps=150, n_train=2000,
+    """SIGTERM in the middle of the second run (this process, as from a terminal), then the same command."""
+    grid = comparison(tmp_path, layers="[s4d]", steps=120, n_train=2000,
                       overrides="[train.eval_every=50, train.checkpoint_every=25, train.log_every=5]")
     prepare_data(tmp_path / "tiny.yaml")
     out = tmp_path / "results"
-    proc = zoo_process("compare", grid, "--out", out)
     first = out / "grid" / "runs" / "s4d-seed0" / "summary.json"
     second = out / "grid" / "runs" / "s4d-seed1" / "metrics.jsonl"
-    t0 = time.time()
-    while not (first.exists() and second.exists() and second.read_text().count('"train"') >= 2):
-        assert proc.poll() is None and time.time() - t0 < 180, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+
+    def stop_in_the_second_run():
+        while not (first.exists() and second.exists() and second.read_text().count('"train"') >= 2):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: finish the step, checkpoint, exit 143
+
+    watcher = threading.Thread(target=stop_in_the_second_run, daemon=True)
+    watcher.start()
+    assert run_cli(["compare", grid, "--out", out]) == 143
+    watcher.join()
+    stopped = json.loads((second.parent / "summary.json").read_text())
+    assert stopped["status"].startswith("interrupted by SIGTERM") and 0 < stopped["steps"] < 120
     finished_at = first.stat().st_mtime_ns
-    assert run_cli(["compare", grid, "--out", out]) == 0  # again: resumes s4d-seed1, trains the rest
+    assert run_cli(["compare", grid, "--out", out]) == 0  # again: resumes s4d-seed1
     assert first.stat().st_mtime_ns == finished_at  # the finished run was not touched
     assert run_cli(["compare", grid, "--out", tmp_path / "fresh"]) == 0  # the same grid, never stopped
     a, b = summaries(out / "grid"), summaries(tmp_path / "fresh" / "grid")
@@ -86,17 +92,23 @@ def test_a_stopped_grid_resumes_and_reaches_the_same_table(tmp_path):
     assert [r["test_acc"] for r in ra] == [r["test_acc"] for r in rb]
 
 
-def test_a_plugin_layer_is_in_both_comparisons(tmp_path):
+def test_a_plugin_layer_is_in_both_comparisons(tmp_path, monkeypatch, capsys):
+    import registry
+
     grid = comparison(tmp_path, layers="[toy_cummean]", seeds="[0]", steps=2)
-    code = ("import sys\nfrom zoo.cli import main\n"
-            "assert main(['bench', '--layers', 'toy_cummean', 'vanilla', '--lengths', '16', '--reps', '1', "
-            "'--d-model', '16', '--no-baseline']) == 0\n"
-            f"sys.exit(main(['compare', {str(grid)!r}, '--out', {str(tmp_path / 'results')!r}]))\n")
-    env = {**os.environ, "PYTHONPATH": str(PLUGINS / "good") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    bench_row = [line for line in out.stdout.splitlines() if line.startswith("toy_cummean")]
-    assert bench_row and "16" in bench_row[0].split()[1]
+    monkeypatch.syspath_prepend(str(PLUGINS / "good"))  # the plugin's distribution, installed
+    registry.reload_plugins()
+    try:
+        assert run_cli(["bench", "--layers", "toy_cummean", "vanilla", "--lengths", "16", "--reps", "1",
+                        "--d-model", "16", "--no-baseline"]) == 0
+        bench_rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("toy_cummean")]
+        assert run_cli(["compare", grid, "--out", tmp_path / "results"]) == 0
+    finally:
+        monkeypatch.undo()
+        for mod in [m for m in sys.modules if m.startswith("zoo_toy_plugin")]:
+            del sys.modules[mod]
+        registry.reload_plugins()
+    assert bench_rows and bench_rows[0].split()[1] == "16"
     results = json.loads((tmp_path / "results" / "grid" / "results.json").read_text())
     assert [r["layer"] for r in results["layers"]] == ["toy_cummean"] and results["layers"][0]["n"] == 1
 

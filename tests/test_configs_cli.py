@@ -127,3 +127,23 @@ def test_console_script_help():
     assert out.returncode == 0 and "registry" in out.stdout
     for command in ("list", "describe", "info", "bench", "train", "compare", "data"):
         assert f"    {command} " in out.stdout, command
+
+
+def test_cli_bench_records_out_of_memory_as_a_data_point(monkeypatch, capsys):
+    import torch
+
+    from zoo import bench
+
+    real = bench.timings_ms
+
+    def oom_at_128(step, device, reps, warmup=1):
+        if step.__closure__ and any(getattr(c.cell_contents, "shape", (0, 0))[1:2] == (128,) for c in step.__closure__):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(step, device, reps, warmup)
+
+    monkeypatch.setattr(bench, "timings_ms", oom_at_128)
+    rc = main(["bench", "--layers", "vanilla", "--lengths", "32", "128", "--reps", "1", "--d-model", "16",
+               "--no-baseline"])
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("vanilla")}
+    assert rc == 0 and "OOM" in rows["128"] and "OOM" not in rows["32"]

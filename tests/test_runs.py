@@ -118,7 +118,8 @@ def test_no_readable_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
 # ------------------------------------------------------------------ Ctrl-C and SIGTERM
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143),
+                                      pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])  # one handler for both
 def test_a_signal_saves_a_checkpoint_and_the_summary(tmp_path, sig, code):
     exp = tiny_experiment(tmp_path, n_train=2000, epochs=20)
     run = tmp_path / "runs" / "sig"
@@ -142,19 +143,23 @@ def test_a_signal_saves_a_checkpoint_and_the_summary(tmp_path, sig, code):
 
 
 def test_two_processes_cannot_share_a_run_folder(tmp_path, capsys):
-    exp = tiny_experiment(tmp_path, n_train=2000, epochs=20)
+    """A second trainer on a folder another process holds (a trainer's lock, taken by a tiny process) is refused."""
+    exp = tiny_experiment(tmp_path)
     run = tmp_path / "runs" / "tiny-s4d"
-    prepare_data(exp)
-    first = zoo_process("train", exp, "--out", tmp_path / "runs")
-    wait_for_steps(run, 2, first, timeout=180)
-    capsys.readouterr()
-    code = run_cli(["train", exp, "--out", tmp_path / "runs"])  # a second trainer, here, on the same folder
-    err = capsys.readouterr().err.strip().splitlines()
-    first.send_signal(signal.SIGTERM)
-    first.communicate(timeout=120)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from zoo.train.runs import RunLock; "
+                               f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        code = run_cli(["train", exp, "--out", tmp_path / "runs"])
+        err = capsys.readouterr().err.strip().splitlines()
+    finally:
+        holder.kill()
+        holder.wait()
     assert code == 2 and len(err) == 1
-    assert err[0].startswith(f"zoo train: error: run folder {run} is in use by pid {first.pid}")
-    assert first.returncode == 143  # the first run was not disturbed: it stopped when asked, checkpoint saved
+    assert err[0].startswith(f"zoo train: error: run folder {run} is in use by pid {holder.pid}")
+    assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 1]) == 0  # free again: it trains
 
 
 # ------------------------------------------------------------------ run folders and the command line
@@ -253,3 +258,13 @@ def test_progress_bars_stay_out_of_logs(tmp_path, capsys):
     assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 3, "train.progress=true"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "it/s" not in err and len(err.splitlines()) <= 3, err
+
+
+def test_every_run_also_logs_to_tensorboard(tmp_path):
+    exp = tiny_experiment(tmp_path)  # (tensorboard is a dependency of the package: `auto` turns it on)
+    assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 2, "train.tensorboard=auto"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "runs" / "tiny-s4d" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]

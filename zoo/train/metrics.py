@@ -123,15 +123,15 @@ class Meter:
 
 def plot_curves(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     """Loss and accuracy vs step (train and val) from ``metrics.jsonl`` into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = read_metrics(metrics_path)
     if not rows:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for kind, style in (("train", "-"), ("val", "o-")):
         pts = [r for r in rows if r.get("kind") == kind]
         if not pts:
@@ -143,9 +143,9 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.88, wspace=0.22)  # (tight_layout draws twice)
+    fig.savefig(out, dpi=90)
     return out
