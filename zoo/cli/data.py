@@ -112,8 +112,7 @@ def _add_generator(gen, name: str) -> None:
     cls = spec.generator.config_class
     defaults = dataclasses.asdict(spec.generator_config(spec.default_config()))
     g = gen.add_parser(name, help=spec.generator.summary or f"generate {name}",
-                       description=f"{spec.generator.summary} ({spec.summary}), in the official layout.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=f"Generate {name} offline ({spec.summary}): {spec.generator.summary}.")
     g.add_argument("--out", required=True, help="root folder the task folder is written under")
     for f in dataclasses.fields(cls):
         kind = {"int": int, "float": float, "str": str}.get(getattr(f.type, "__name__", f.type), str)
