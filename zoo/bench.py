@@ -98,7 +98,7 @@ def measure(layers: Sequence[str], lengths: Sequence[int], *, batch: int = 2, d_
             kernel = layer.kernel_name(x)
             times = timings_ms(step, dev, reps, warmup=1)
             peak = peak_mib(step, dev)
-            err = reference_error(layer, x) if not extra else 0.0
+            err = None if extra else reference_error(layer, x)  # the baseline row IS the reference
             params = sum(p.numel() for p in layer.parameters())
             rows.append(Row(label, L, params, statistics.median(times), _spread(times), peak, None, kernel, err,
                             times_ms=times))

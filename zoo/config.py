@@ -32,6 +32,7 @@ __all__ = [
     "available",
     "config_dirs",
     "find_config",
+    "layer_fields",
     "layer_yaml",
     "load_named",
     "parse_overrides",
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 CONFIG_PATH_ENV = "ZOO_CONFIG_PATH"
-KINDS = ("layers", "tasks", "experiments", "comparisons")
 
 
 def config_dirs() -> list:
@@ -134,7 +134,8 @@ class ResolvedLayer:
         return {"name": self.name, **dataclasses.asdict(self.config)}
 
 
-def _as_mapping(layer: Any) -> dict:
+def layer_fields(layer: Any) -> dict:
+    """The fields a layer is given as (``name`` + what its YAML or mapping says), not yet validated."""
     if isinstance(layer, ResolvedLayer):
         return layer.to_dict()
     if isinstance(layer, str):
@@ -179,7 +180,7 @@ def resolve_layer(layer: Any, overrides: Iterable[str] = (), *, d_model: int | N
                     or layer.config.max_len == max_len)
         if same_width and same_len:
             return layer  # already validated: nothing to do
-    d = _as_mapping(layer)
+    d = layer_fields(layer)
     d.update(OmegaConf.to_container(parse_overrides(overrides), resolve=True))
     entry = registry.get(d["name"])
     if d_model is not None:

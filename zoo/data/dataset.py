@@ -65,10 +65,6 @@ class ArrayDataset(Dataset):
     def arrays(self) -> tuple:
         return self._arrays
 
-    def token_lengths(self) -> np.ndarray:
-        """``(N,)`` the longest input of each example (what a batch must be padded to)."""
-        return self.lengths if self.lengths.ndim == 1 else self.lengths.max(axis=1)
-
     def convert(self, rows: torch.Tensor) -> torch.Tensor:
         """Stored rows (``uint8``/``int16``/... on any device) -> the model's input tensor."""
         if self.has_padding or self.pixels == "tokens":

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 from zoo.data.errors import TaskNotFoundError
 from zoo.data.tasks import get_task, task_names
 
-__all__ = ["DEFAULT_MAX_DEPTH", "locate", "locate_all", "search_patterns"]
+__all__ = ["DEFAULT_MAX_DEPTH", "locate", "locate_all"]
 
 DEFAULT_MAX_DEPTH = 5
 _PRUNE = {"imgs", "metadata", "pos", "neg", "unsup", "__pycache__", ".git"}
@@ -30,12 +30,6 @@ def _configs(tasks: Iterable[str], configs: Mapping | None) -> dict:
     """``{task: config}``: the given configs, else each task's defaults."""
     configs = dict(configs or {})
     return {t: configs.get(t) or get_task(t).default_config() for t in (get_task(t).name for t in tasks)}
-
-
-def search_patterns(task: str, cfg=None) -> list[str]:
-    """The glob-style patterns (relative to any searched folder) that identify ``task``."""
-    spec = get_task(task)
-    return spec.patterns(cfg if cfg is not None else spec.default_config())
 
 
 def locate_all(root: str | os.PathLike, *, tasks: Iterable[str] | None = None, max_depth: int = DEFAULT_MAX_DEPTH,

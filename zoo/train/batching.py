@@ -63,16 +63,12 @@ class Batch:
     real_tokens: int                      # tokens before padding, over the real rows and inputs
     padded_tokens: int                    # tokens the model computes on (B * sum L_i)
 
-    @property
-    def shape(self) -> tuple:
-        return tuple(tuple(x.shape) for x in self.inputs)
-
 
 class BatchSource:
     """Makes :class:`Batch` es of a dataset with the ``ArrayDataset`` interface on ``device``.
 
     Args:
-        ds: a dataset with ``arrays``, ``labels``, ``lengths``, ``token_lengths()``, ``convert()``,
+        ds: a dataset with ``arrays``, ``labels``, ``lengths``, ``convert()``,
             ``padding_mask()``, ``has_padding`` and ``max_len``.
         device: where batches are made.
         on_device: ``"auto"`` (hold the split on ``device`` when it is CUDA and under 4 GiB),
@@ -85,7 +81,8 @@ class BatchSource:
         self.device = device
         self.buckets = buckets
         self.lengths = np.asarray(ds.lengths).reshape(len(ds), -1)  # (N, n_inputs)
-        size = sum(int(np.asarray(a).nbytes) if not hasattr(a, "nbytes") else int(a.nbytes) for a in ds.arrays)
+        self.longest = self.lengths.max(axis=1)  # (N,) what each example needs a batch padded to
+        size = sum(int(a.nbytes) for a in ds.arrays)
         keep = on_device == "true" or (on_device == "auto" and device.type == "cuda" and size <= ON_DEVICE_LIMIT)
         self.on_device = keep
         if keep:  # one copy of the stored rows on the device (ListOps: 192 MB as uint8)
@@ -107,6 +104,16 @@ class BatchSource:
             return [self.ds.max_len]
         lo, hi = int(self.lengths.min()), int(self.lengths.max())
         return sorted({self.length_of(n) for n in range(max(lo, 1), hi + 1)})
+
+    def probe(self, batch_size: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """``(inputs, masks)`` of a synthetic batch of one shape, with one padded key (the padded code
+        path) for token tasks: for compiling a shape ahead and for measuring a step's memory."""
+        rows = torch.ones(batch_size, length, dtype=torch.uint8, device=self.device)
+        if self.ds.has_padding:
+            rows[:, -1] = 0
+        x = self.ds.convert(rows)
+        n = 2 if self.ds.is_pair else 1
+        return [x] * n, [self.ds.padding_mask(x)] * n
 
     def batch(self, indices: list[int], batch_size: int) -> Batch:
         """The batch of ``indices``, filled to ``batch_size`` rows with zero-weight copies of its first row."""

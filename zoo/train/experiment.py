@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import registry
 from zoo.base import config_field
-from zoo.config import ResolvedLayer, find_config, load_named, parse_overrides, resolve_layer
+from zoo.config import ResolvedLayer, find_config, layer_fields, load_named, parse_overrides, resolve_layer
 from zoo.data.tasks import TaskSpec, get_task
 from zoo.models import ModelConfig
 
@@ -259,9 +259,10 @@ def _task_base(name: str) -> dict:
 
 
 def _layer_base(name: str) -> dict:
+    """The layer's YAML defaults (validated once, with the rest of the section, in ``_validate``)."""
     try:
-        return resolve_layer(name).to_dict()
-    except registry.RegistryError as exc:
+        return layer_fields(name)
+    except (registry.RegistryError, FileNotFoundError) as exc:
         raise ExperimentConfigError(f"layer: {exc}") from None
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 __all__ = ["MemoryEstimateError", "available_bytes", "check_cpu_memory"]
 
 
@@ -38,14 +36,11 @@ def check_cpu_memory(model, source, batch_size: int, autocast) -> dict:
     :class:`MemoryEstimateError` if it exceeds 90% of the available memory."""
     from zoo.measure import cpu_peak_mib
 
-    ds = source.ds
     L = max(source.shapes())
     probes = [min(L, 128), min(L, 256)]
     peaks = []
     for Lp in probes:
-        x = ds.convert(torch.ones(1, Lp, dtype=torch.uint8))
-        inputs = [x] * (2 if ds.is_pair else 1)
-        masks = [ds.padding_mask(x)] * len(inputs)
+        inputs, masks = source.probe(1, Lp)
 
         def step():
             with autocast():

@@ -102,6 +102,9 @@ class Trainer:
         self.best_step: int | None = None
         self.train_seconds = 0.0
         self.eval_seconds = 0.0  # this process's validation and test time (the steps' time is train_seconds)
+        self.warmup_seconds = 0.0
+        self.kernels: dict | None = None  # what fit() finds before the first step
+        self.memory: dict | None = None
         self.meter = Meter()
         self._compiles_at_warmup: int | None = None
         self.signals = StopSignals()
@@ -183,7 +186,7 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Mean loss and accuracy over a split (eval mode, no gradients, one host sync)."""
         src = self.sources[split]
-        batches = eval_batches(src.lengths.max(axis=1), self.eval_batch_size)[self.dist.rank::self.dist.world]
+        batches = eval_batches(src.longest, self.eval_batch_size)[self.dist.rank::self.dist.world]
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, rows
         from tqdm.auto import tqdm
@@ -279,7 +282,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
         self.memory = self.check_memory()
         warm_s = time.perf_counter()
-        self.compiled_in_warmup = self.warm_up()
+        self.warm_up()
         self.warmup_seconds = time.perf_counter() - warm_s
         self.kernels = self._kernels()
         src = self.sources["train"]
@@ -291,7 +294,7 @@ class Trainer:
         try:
             with self.signals:
                 while self.step < stop:
-                    batches = epoch_batches(src.lengths.max(axis=1), t.batch_size, t.seed, self.epoch,
+                    batches = epoch_batches(src.longest, t.batch_size, t.seed, self.epoch,
                                             bucketed=self.cfg.data.bucketing)
                     for idx in batches[self.batch_in_epoch:]:
                         step_t0 = time.perf_counter()
@@ -402,8 +405,8 @@ class Trainer:
             "test_acc": result["acc"] if result else None, "test_loss": result["loss"] if result else None,
             "test_weights": tested if result else None,
             "train_seconds": round(self.train_seconds, 2), "eval_seconds": round(self.eval_seconds, 2),
-            "warmup_seconds": round(getattr(self, "warmup_seconds", 0.0), 2),
-            **self.throughput(), "kernel": getattr(self, "kernels", None), "memory_estimate": getattr(self, "memory", None),
+            "warmup_seconds": round(self.warmup_seconds, 2),
+            **self.throughput(), "kernel": self.kernels, "memory_estimate": self.memory,
             "device": str(self.device), "precision": self.precision, "world_size": self.dist.world,
             "data_source": self.data_source, "data_protocol": self.data_protocol,
             "sizes": {s: len(d) for s, d in self.datasets.items()}, "run_dir": str(self.run_dir),

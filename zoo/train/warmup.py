@@ -25,17 +25,11 @@ def compile_count() -> int:
 def compile_shapes(train_model, eval_model, source, device: torch.device, autocast, batch_sizes) -> None:
     """One step of every shape of ``source`` for each ``(batch size, training?)`` in ``batch_sizes``,
     under forked RNG states (dropout draws do not shift the run's random stream)."""
-    ds = source.ds
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for L in source.shapes():
             for bs, train in batch_sizes:
-                rows = torch.ones(bs, L, dtype=torch.uint8, device=device)
-                if ds.has_padding:
-                    rows[:, -1] = 0  # one padded key: the padded code path
-                x = ds.convert(rows)
-                inputs = [x] * (2 if ds.is_pair else 1)
-                masks = [ds.padding_mask(x)] * len(inputs)
+                inputs, masks = source.probe(bs, L)
                 if train:
                     train_model.train()
                     with autocast():

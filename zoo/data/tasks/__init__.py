@@ -5,7 +5,7 @@
     cfg = spec.make_config(["max_len=1000"])
 """
 
-from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, get_task, register_task, task_names, tasks
+from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, get_task, register_task, task_names
 
 from zoo.data.tasks import listops  # noqa: E402,F401  listops
 from zoo.data.tasks import text  # noqa: E402,F401  text
@@ -13,4 +13,4 @@ from zoo.data.tasks import retrieval  # noqa: E402,F401  retrieval
 from zoo.data.tasks import image  # noqa: E402,F401  image
 from zoo.data.tasks import pathfinder  # noqa: E402,F401  pathfinder, pathx
 
-__all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names", "tasks"]
+__all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]

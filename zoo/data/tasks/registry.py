@@ -13,9 +13,9 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-__all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names", "tasks"]
+__all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,3 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
 def task_names() -> list[str]:
     """Registered task names, in registration order."""
     return list(_TASKS)
-
-
-def tasks(names: Iterable[str] | None = None) -> Sequence[TaskSpec]:
-    return [get_task(n) for n in (names if names is not None else task_names())]
