@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training measurements of docs/training.md on one GPU machine, in one go.
 #   usage (GPU machine, repo root, wheels in .whl/):  bash benchmarks/gpu_training.sh [STAGE ...]
-#   stages: tests speed epoch grid (default: all four, in that order); results in $RES (default results/),
+#   stages: graphtests tests profile speed epoch grid (default: all but profile, in that order); results in $RES (default results/),
 #   with $OUT set (the device tool) also packed into $OUT/training.tgz at the end of each stage.
 set -uo pipefail
 RES=${RES:-/tmp/results}; mkdir -p "$RES"   # outside the repository: a new call re-syncs the working tree
@@ -11,7 +11,7 @@ export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEV
 export LD_LIBRARY_PATH="$SITE/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}"
 export ZOO_DATA_CACHE=/tmp/zoo-cache
 DATA=/tmp/lra
-stages=${*:-tests speed epoch grid}
+stages=${*:-graphtests tests speed epoch grid}
 pack() { [[ -n ${OUT:-} ]] && tar czf "$OUT/training.tgz" -C "$RES" . 2>/dev/null; true; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$RES/env.txt" 2>&1
@@ -23,15 +23,20 @@ fi
 for stage in $stages; do
   echo "== $stage $(date +%T)" >> "$RES/stages.txt"
   case $stage in
+    graphtests)   # the captured training step against the eager one (a minute)
+      timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py > "$RES/graph_tests.txt" 2>&1 ;;
     tests)   # every GPU test: backends (the padding-free xformers path, flex with small heads) and the trainer
       timeout 420 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_fftconv.py \
         > "$RES/gpu_tests.txt" 2>&1
       timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_train.py > "$RES/train_tests_gpu.txt" 2>&1 ;;
+    profile) # where the step's GPU time goes (the kernels of the captured step, run eagerly under the profiler)
+      timeout 600 python3 benchmarks/profile_step.py --out "$RES/profile" --set "data.root=$DATA" \
+        > "$RES/profile.log" 2>&1 ;;
     speed)   # steady-state step time of every layer, one process
       timeout 1500 python3 benchmarks/train_speed.py --steps 300 --out "$RES/train_speed" \
         --set "data.root=$DATA" > "$RES/train_speed.log" 2>&1 ;;
     epoch)   # one full epoch of vanilla, validation included
-      timeout 900 python3 benchmarks/train_speed.py --layers --epoch vanilla --out "$RES/epoch" \
+      timeout 900 python3 benchmarks/train_speed.py --layers --eager --epoch vanilla --out "$RES/epoch" \
         --set "data.root=$DATA" > "$RES/epoch.log" 2>&1 ;;
     grid)    # the same three runs concurrently on the GPU, then one at a time
       for per in 3 1; do

@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 
 
-def run(layer: str, steps: int | None, extra: list[str], workdir: Path) -> dict:
+def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: str = "graphs") -> dict:
     from zoo.train.experiment import load_experiment
     from zoo.train.trainer import Trainer
 
     over = [f"layer={layer}", "train.progress=false", "train.tensorboard=false", "train.log_every=25",
-            "data.generate_if_missing=true", f"train.run_name=speed-{layer}-{steps or 'epoch'}", *extra]
+            "data.generate_if_missing=true", f"train.run_name=speed-{layer}-{mode}-{steps or 'epoch'}", *extra,
+            *(["train.cuda_graphs=false"] if mode == "eager" else [])]
     exp = load_experiment("listops", over)
     t0 = time.perf_counter()
     trainer = Trainer(exp, workdir / exp.run_name())
@@ -37,8 +38,8 @@ def run(layer: str, steps: int | None, extra: list[str], workdir: Path) -> dict:
     wall = time.perf_counter() - t0
     keep = ("params", "steps", "step_ms_median", "tokens_per_s", "padded_tokens_per_s", "pad_fraction", "compiles",
             "compiles_after_warmup", "peak_mem_mib", "kernel", "warmup_seconds", "train_seconds", "best_val_acc",
-            "test_acc", "device", "precision")
-    return {"layer": layer, "build_seconds": round(build_s, 1), "fit_wall_seconds": round(wall, 1),
+            "test_acc", "device", "precision", "cuda_graphs")
+    return {"layer": layer, "mode": mode, "build_seconds": round(build_s, 1), "fit_wall_seconds": round(wall, 1),
             **{k: summary.get(k) for k in keep}}
 
 
@@ -47,6 +48,8 @@ def main() -> int:
     p.add_argument("--layers", nargs="*", default=["vanilla", "las", "local", "smooth", "las_chunk", "s4d", "long_conv"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--epoch", nargs="*", default=[], help="layers to also time for one full epoch")
+    p.add_argument("--eager", nargs="*", default=["vanilla"],
+                   help="layers to also time with train.cuda_graphs=false (the steps launched one kernel at a time)")
     p.add_argument("--set", nargs="*", default=[], help="experiment overrides for every run")
     p.add_argument("--out", default="results/train_speed")
     args = p.parse_args()
@@ -60,18 +63,24 @@ def main() -> int:
         for layer in args.layers:
             rows.append(run(layer, args.steps, args.set, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
+        for layer in args.eager:
+            rows.append(run(layer, args.steps, args.set, Path(tmp), mode="eager"))
+            print(json.dumps(rows[-1]), flush=True)
         for layer in args.epoch:
             rows.append({**run(layer, None, args.set, Path(tmp)), "epoch": True})
             print(json.dumps(rows[-1]), flush=True)
-    base = next((r["step_ms_median"] for r in rows if r["layer"] == "vanilla" and not r.get("epoch")), None)
-    lines = ["| layer | step ms (median) | x vanilla | real tokens/s | padded tokens/s | padding | compiles in the "
-             "steps | warm-up s | peak MiB | kernel (train / eval) |", "|" + "---|" * 10]
+    base = next((r["step_ms_median"] for r in rows if r["layer"] == "vanilla" and r["mode"] == "graphs"
+                 and not r.get("epoch")), None)
+    lines = ["| layer | step | step ms (median) | x vanilla | real tokens/s | padded tokens/s | padding | compiles in "
+             "the steps | warm-up s | peak MiB | kernel (train / eval) |", "|" + "---|" * 11]
     for r in rows:
         if r.get("epoch"):
             continue
         ratio = f"{r['step_ms_median'] / base:.2f}" if base and r["step_ms_median"] else "-"
         kern = r["kernel"] or {}
-        lines.append(f"| {r['layer']} | {r['step_ms_median']:.1f} | {ratio} | {r['tokens_per_s']:,.0f} | "
+        graphs = r["cuda_graphs"] or {}
+        step = f"{graphs.get('captured')} CUDA graphs" if graphs.get("enabled") else "eager"
+        lines.append(f"| {r['layer']} | {step} | {r['step_ms_median']:.1f} | {ratio} | {r['tokens_per_s']:,.0f} | "
                      f"{r['padded_tokens_per_s']:,.0f} | {100 * r['pad_fraction']:.1f}% | {r['compiles_after_warmup']} | "
                      f"{r['warmup_seconds']:.0f} | {r['peak_mem_mib'] or 0:,.0f} | {kern.get('training')} / "
                      f"{kern.get('inference')} |")

@@ -436,3 +436,96 @@ def test_a_kernel_refusing_at_run_time_falls_back_with_a_warning(monkeypatch):
     assert rel_err(out, attention_reference(q, k, v, causal=True, key_padding_mask=padding())) < 1e-5
     with pytest.raises(NotImplementedError):  # a forced backend does not fall back
         attention(q, k, v, backend="sdpa")
+
+
+# ----------------------------------------------------------------------------- CUDA-graph safety
+
+
+def _dense_blocks(num, idx, n):
+    """An ordered block list (FlexAttention's kv_num_blocks / kv_indices) as a dense (B, H, n_q, n) bool."""
+    out = torch.zeros(*idx.shape[:3], n, dtype=torch.bool)
+    for b, h, qb in itertools.product(*(range(s) for s in idx.shape[:3])):
+        out[b, h, qb, idx[b, h, qb, : int(num[b, h, qb])].long()] = True
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["right-padded", "holes", "mostly-empty"])
+def test_padding_block_mask_is_create_block_masks(causal, kind):
+    """The flex backend's block mask (tensor ops only, no host sync: capturable in a CUDA graph) has the
+    same full / partial / empty blocks as torch's create_block_mask evaluating the same mask_mod."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from zoo.functional.backends.flex import _mask_mod, padding_block_mask
+
+    g = torch.Generator().manual_seed(7)
+    for Lb in (128, 384, 512):
+        B, n = 4, Lb // 128
+        if kind == "right-padded":
+            valid = torch.arange(Lb)[None] < torch.randint(1, Lb + 1, (B, 1), generator=g)
+            valid[0] = True  # a full row
+        elif kind == "holes":
+            valid = torch.rand(B, Lb, generator=g) < 0.7
+        else:
+            valid = torch.zeros(B, Lb, dtype=torch.bool)
+            valid[0, :130] = True  # one row with a block and a bit; the others empty
+        ref = create_block_mask(_mask_mod(valid, causal), B, None, Lb, Lb, device="cpu")
+        got = padding_block_mask(valid, causal)
+        for a, b in ((ref.kv_num_blocks, got.kv_num_blocks), (ref.full_kv_num_blocks, got.full_kv_num_blocks),
+                     (ref.q_num_blocks, got.q_num_blocks), (ref.full_q_num_blocks, got.full_q_num_blocks)):
+            assert torch.equal(a, b), (Lb, kind)
+        assert torch.equal(_dense_blocks(ref.kv_num_blocks, ref.kv_indices, n),
+                           _dense_blocks(got.kv_num_blocks, got.kv_indices, n))
+        assert torch.equal(_dense_blocks(ref.full_kv_num_blocks, ref.full_kv_indices, n),
+                           _dense_blocks(got.full_kv_num_blocks, got.full_kv_indices, n))
+
+
+def test_graph_safe_calls_skip_backends_that_sync_or_materialise(monkeypatch):
+    """Under graph_safe() (a CUDA-graph capture) a padded call cannot use xformers' varlen packing (its
+    lengths are a host sync) nor SDPA's dense mask on CUDA: FlexAttention's block mask takes it. Unpadded
+    calls and calls outside the context choose as before, and the layers report the kernel they run."""
+    from zoo.functional.attention import make_call
+    from zoo.functional.backends import xformers as xf
+    from zoo.functional.common import graph_safe, graph_safe_active
+
+    monkeypatch.setattr(xf, "_probe_call", lambda device_str: None)  # no GPU here: pretend the probe ran
+    monkeypatch.setattr(xf, "_probe", functools.lru_cache(maxsize=None)(xf._probe.__wrapped__))
+    call = functools.partial(make_call, (32, 8, 1024, 32), torch.bfloat16, torch.device("cuda"), decay=None,
+                             chunk=None, causal=False, requires_grad=True)
+    assert backends.select(call(padded=True)).name == "xformers"
+    assert not graph_safe_active()
+    with graph_safe():
+        with graph_safe():  # nests
+            assert graph_safe_active()
+        padded = call(padded=True)
+        assert padded.graph_safe and "graph-safe" in padded.describe()
+        reasons = " ".join(backends.get("xformers").not_supported_reasons(padded))
+        assert "sequence lengths on the host" in reasons
+        assert "materialises" in " ".join(backends.get("sdpa").not_supported_reasons(padded))
+        assert backends.select(padded).name == "flex"
+        assert backends.select(call(padded=False)).name == "xformers"  # no lengths needed
+        cpu = make_call((2, 4, 64, 16), torch.float32, torch.device("cpu"), decay=None, chunk=None, causal=False,
+                        padded=True, requires_grad=True)
+        assert backends.select(cpu).name == "sdpa"  # no FlexAttention backward on the CPU; graphs are CUDA-only
+    assert not graph_safe_active()
+    with pytest.raises(BackendUnavailable, match="sequence lengths on the host"):
+        with graph_safe():
+            backends.select(call(padded=True), "xformers")
+
+
+@pytest.mark.slow  # compiles with inductor's C++ backend; on CUDA the GPU suite runs it inside attention()
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_compiled_pooling_is_the_pooling(count_include_pad):
+    """The fused value pooling that attention() runs on CUDA is pool_values itself, compiled: same values
+    and gradients (here on the CPU compiler)."""
+    from zoo.functional.attention import _compiled_pool_values
+    from zoo.functional.reference import pool_values
+
+    v = torch.randn(2, 3, 40, 8, requires_grad=True)
+    inside = torch.rand(2, 40, generator=torch.Generator().manual_seed(1)) < 0.8
+    kw = dict(causal=False, inside=inside, count_include_pad=count_include_pad)
+    got, ref = _compiled_pool_values()(v, 3, **kw), pool_values(v, 3, **kw)
+    assert rel_err(got, ref) < 1e-6
+    g_got, = torch.autograd.grad(got.square().sum(), v)
+    g_ref, = torch.autograd.grad(ref.square().sum(), v)
+    assert rel_err(g_got, g_ref) < 1e-6

@@ -38,14 +38,16 @@ so pooling is applied to V before any fused kernel; chunking is a reshape of the
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import backends
-from zoo.functional.common import AttentionCall, row_ok, validate_options, validate_qkv
+from zoo.functional.common import AttentionCall, graph_safe_active, row_ok, validate_options, validate_qkv
 from zoo.functional.reference import attention_reference, pool_values, pool_window
 
 __all__ = [
@@ -85,6 +87,7 @@ def make_call(
         causal=causal,
         has_padding=padded or nb * Lc != L,
         requires_grad=requires_grad,
+        graph_safe=graph_safe_active(),
     )
 
 
@@ -152,7 +155,7 @@ def attention(
     if chunked:
         q, k, v, pad_mask = _to_chunks(q, k, v, pad_mask, Lc)  # (B * nb, H, Lc, d)
     inside = None if pad_mask is None else ~pad_mask  # (B', L')
-    v = pool_values(v, pool, causal=causal, inside=inside, count_include_pad=count_include_pad)
+    v = _pool_values(v, pool, causal=causal, inside=inside, count_include_pad=count_include_pad)
     out = _run_first_able(call, backend, q, k, v, decay=decay if call.has_decay else None, causal=causal,
                           key_padding_mask=pad_mask, scale=scale)
     if pad_mask is not None:
@@ -160,6 +163,32 @@ def attention(
     if chunked:
         out = out.reshape(B, nb, H, Lc, d).transpose(1, 2).reshape(B, H, nb * Lc, d)[:, :, :L]  # (B, H, L, d)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_pool_values():
+    return torch.compile(pool_values, dynamic=False)
+
+
+_POOL_EAGER: list[str] = []  # why the compiled pooling could not run here (then it runs eagerly)
+
+
+def _pool_values(v: Tensor, pool: int, **kw) -> Tensor:
+    """:func:`pool_values`; on CUDA compiled into one fused kernel per direction (eagerly it is seven
+    passes over an fp32 copy of V: a tenth of a LaS training step at LRA sizes). The same code and
+    dtypes, so the same values; shapes come in buckets, so it compiles a bounded number of times."""
+    if pool == 1 or not v.is_cuda or _POOL_EAGER:
+        return pool_values(v, pool, **kw)
+    from zoo.functional.backends.flex import dynamo_guard_options
+
+    try:
+        with torch._dynamo.config.patch(**dynamo_guard_options()):
+            return _compiled_pool_values()(v, pool, **kw)
+    except Exception as exc:  # a compiler that cannot: say so once, pool eagerly from now on
+        _POOL_EAGER.append(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        warnings.warn(f"zoo: the compiled value pooling failed ({_POOL_EAGER[0]}); pooling eagerly", RuntimeWarning,
+                      stacklevel=2)
+        return pool_values(v, pool, **kw)
 
 
 def _run_first_able(call: AttentionCall, backend: str, q: Tensor, k: Tensor, v: Tensor, **kw) -> Tensor:

@@ -7,17 +7,19 @@ It sits below both :mod:`zoo.functional.attention` (the dispatcher) and
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from zoo.base import validate_padding_mask
 
-__all__ = ["AttentionCall", "Packing", "allowed_mask", "bucket_length", "derived_from_mask", "packing", "row_ok",
-           "validate_options", "validate_qkv"]
+__all__ = ["AttentionCall", "Packing", "allowed_mask", "bucket_length", "capturing", "derived_from_mask", "graph_safe",
+           "graph_safe_active", "packing", "row_ok", "validate_options", "validate_qkv"]
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,38 @@ class AttentionCall:
     causal: bool
     has_padding: bool
     requires_grad: bool
+    graph_safe: bool = False  # inside graph_safe(): the call is being captured into a CUDA graph
 
     def describe(self) -> str:
-        feats = [f for f, on in (("decay", self.has_decay), ("causal", self.causal), ("padding", self.has_padding)) if on]
+        feats = [f for f, on in (("decay", self.has_decay), ("causal", self.causal), ("padding", self.has_padding),
+                                 ("graph-safe", self.graph_safe)) if on]
         return (
             f"B={self.batch} H={self.heads} L={self.length} d={self.head_dim} {self.dtype} on "
             f"{self.device.type}{' with ' + '+'.join(feats) if feats else ''}"
             f"{' (grad)' if self.requires_grad else ''}"
         )
+
+
+_GRAPH_SAFE = threading.local()
+
+
+@contextlib.contextmanager
+def graph_safe() -> Iterator[None]:
+    """Inside: attention calls will be captured into a CUDA graph, so backends that need host data
+    (a device sync: the sequence lengths of a padded batch) decline them and the dispatcher picks
+    one that does not (FlexAttention builds its block mask with tensor ops only). The trainer runs
+    its captured steps, and their warm-up, inside; :func:`zoo.functional.attention.make_call`
+    records it in :attr:`AttentionCall.graph_safe`."""
+    depth = getattr(_GRAPH_SAFE, "depth", 0)
+    _GRAPH_SAFE.depth = depth + 1
+    try:
+        yield
+    finally:
+        _GRAPH_SAFE.depth = depth
+
+
+def graph_safe_active() -> bool:
+    return getattr(_GRAPH_SAFE, "depth", 0) > 0
 
 
 def bucket_length(L: int, min_step: int = 128) -> int:
@@ -126,10 +152,20 @@ def allowed_mask(pad_mask: Tensor | None, causal: bool, L: int, device: torch.de
 _DERIVED: dict = {}
 
 
+def capturing(device: torch.device) -> bool:
+    """Is the current stream of ``device`` being captured into a CUDA graph right now?"""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def derived_from_mask(mask: Tensor, key: tuple, build: Callable[[], object]):
     """``build()``, computed once per padding-mask tensor (and ``key``) and reused while that mask is
     alive and unmodified: every layer of a forward pass sees the same mask object, so a layout that
-    needs a host sync (the sequence lengths) syncs once per forward, not once per layer."""
+    needs a host sync (the sequence lengths) syncs once per forward, not once per layer.
+
+    During a CUDA-graph capture, values built outside it are not reused (the graph must record
+    their computation, so a replay with new mask contents recomputes them), and values built inside
+    are kept apart (their memory holds nothing until the graph is replayed)."""
+    key = (*key, capturing(mask.device))
     entry = _DERIVED.get(key)
     if entry is not None and entry[0]() is mask and entry[1] == mask._version:
         return entry[2]

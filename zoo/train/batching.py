@@ -120,25 +120,32 @@ class BatchSource:
         n = len(indices)
         idx = np.asarray(indices + [indices[0]] * (batch_size - n), dtype=np.int64)  # (B,)
         lengths = self.lengths[idx[:n]]  # (n, n_inputs)
+        idx_dev = self._to_device(torch.from_numpy(idx)) if self.on_device else None
         inputs, masks = [], []
         for j, arr in enumerate(self.arrays):
             L = self.length_of(lengths[:, j].max())
             if self.on_device:
-                rows = arr.index_select(0, torch.from_numpy(idx).to(self.device, non_blocking=True))[:, :L]
+                rows = arr.index_select(0, idx_dev)[:, :L]
             else:
-                rows = _to_tensor(np.ascontiguousarray(arr[idx, :L])).to(self.device, non_blocking=True)
+                rows = self._to_device(_to_tensor(np.ascontiguousarray(arr[idx, :L])))
             x = self.ds.convert(rows)  # (B, L)
             inputs.append(x)
             masks.append(self.ds.padding_mask(x))
         if self.labels is not None:
-            labels = self.labels.index_select(0, torch.from_numpy(idx).to(self.device, non_blocking=True))
+            labels = self.labels.index_select(0, idx_dev)
         else:
-            labels = torch.as_tensor(np.asarray(self.ds.labels)[idx], dtype=torch.long).to(self.device, non_blocking=True)
-        weights = torch.zeros(batch_size, dtype=torch.float32)
-        weights[:n] = 1.0
-        return Batch(inputs=inputs, masks=masks, labels=labels, weights=weights.to(self.device, non_blocking=True),
+            labels = self._to_device(torch.as_tensor(np.asarray(self.ds.labels)[idx], dtype=torch.long))
+        weights = (torch.arange(batch_size, device=self.device) < n).float()  # made there: no copy
+        return Batch(inputs=inputs, masks=masks, labels=labels, weights=weights,
                      n_rows=n, real_tokens=int(lengths.sum()),
                      padded_tokens=batch_size * sum(int(x.shape[1]) for x in inputs))
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """Host rows to the device without a sync: a copy from pageable memory would first wait for
+        the GPU to drain (CUDA's rule), so CUDA copies go through (cached) pinned memory."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:

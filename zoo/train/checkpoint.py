@@ -21,7 +21,8 @@ import torch
 
 from zoo._io import atomic_torch_save
 
-__all__ = ["BEST", "CHECKPOINT", "PREVIOUS", "CheckpointError", "load_latest", "rng_state", "save", "set_rng_state"]
+__all__ = ["BEST", "CHECKPOINT", "PREVIOUS", "CheckpointError", "load_latest", "load_optimizer", "rng_state", "save",
+           "set_rng_state"]
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -101,3 +102,14 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
+    """``optimizer.load_state_dict(state)``; a state saved by CUDA-graph steps (Adam's ``capturable``,
+    which only runs on accelerators) resumed off CUDA gets the ordinary, equivalent update back."""
+    optimizer.load_state_dict(state)
+    if device.type != "cuda":
+        for group in optimizer.param_groups:
+            if group.get("capturable"):
+                group["capturable"] = False
+

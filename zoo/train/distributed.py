@@ -10,6 +10,7 @@ alone writes checkpoints, logs and the summary. Without torchrun everything here
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -65,6 +66,15 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+    def rank_slice(self, b):
+        """This rank's rows ``rank::world`` of a global :class:`zoo.train.batching.Batch` (counts stay global)."""
+        if self.world == 1:
+            return b
+        r, w = self.rank, self.world
+        return dataclasses.replace(b, inputs=[x[r::w] for x in b.inputs],
+                                   masks=[m if m is None else m[r::w] for m in b.masks], labels=b.labels[r::w],
+                                   weights=b.weights[r::w])
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank if ``flag`` is True on any (a stop must happen at the same step everywhere)."""

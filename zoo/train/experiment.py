@@ -112,6 +112,8 @@ class TrainConfig:
     run_name: Optional[str] = config_field(None, "run folder name under --out (default: experiment-layer[-digest])")
     warmup_compile: str = config_field("auto", "compile every shape bucket before the first step: auto (on CUDA) | "
                                                "true | false")
+    cuda_graphs: str = config_field("auto", "replay each shape's training step from a CUDA graph (one launch per step): "
+                                            "auto (on one CUDA GPU with Adam/AdamW) | true (required) | false")
     tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
                                             "tensorboard package is installed) | true | false")
     wandb: bool = config_field(False, "also log to Weights & Biases (needs the wandb package; WANDB_* variables apply)")
@@ -134,7 +136,7 @@ SECTIONS = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig, "dat
 #: keys that may differ between a checkpoint's config and the resuming one (they do not change the run)
 RUNTIME_KEYS = frozenset({
     "train.max_steps", "train.progress", "train.eval_batch_size", "train.device", "train.run_name",
-    "train.warmup_compile", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir", "data.on_device",
+    "train.warmup_compile", "train.cuda_graphs", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir", "data.on_device",
 })
 
 
@@ -336,7 +338,8 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         except (ValueError, TypeError) as exc:
             raise ExperimentConfigError(f"data.generate: {exc}") from None
     t, o = cfg.train, cfg.optim
-    for section, key in (("train", "warmup_compile"), ("train", "tensorboard"), ("data", "on_device")):
+    for section, key in (("train", "warmup_compile"), ("train", "cuda_graphs"), ("train", "tensorboard"),
+                         ("data", "on_device")):
         cfg[section][key] = str(cfg[section][key]).lower()  # `key=true` arrives as the bool True, i.e. "True"
     checks = (
         ("train.epochs", t.epochs, t.epochs > 0, "a positive integer"),
@@ -352,6 +355,7 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         ("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0"),
         ("train.precision", t.precision, t.precision in ("auto", "bf16", "fp32"), "auto | bf16 | fp32"),
         ("train.warmup_compile", t.warmup_compile, t.warmup_compile in ("auto", "true", "false"), "auto | true | false"),
+        ("train.cuda_graphs", t.cuda_graphs, t.cuda_graphs in ("auto", "true", "false"), "auto | true | false"),
         ("data.on_device", cfg.data.on_device, cfg.data.on_device in ("auto", "true", "false"), "auto | true | false"),
         ("train.tensorboard", t.tensorboard, t.tensorboard in ("auto", "true", "false"), "auto | true | false"),
     )

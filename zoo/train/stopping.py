@@ -19,6 +19,17 @@ __all__ = ["Interrupted", "StopSignals", "TrainingDiverged"]
 class TrainingDiverged(RuntimeError):
     """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
 
+    @classmethod
+    def at(cls, what: str, value: float, info: dict, checkpoint, step: int | None) -> "TrainingDiverged":
+        """The one-line error for a non-finite ``what`` at ``info``'s step; ``checkpoint`` (its ``step``) is
+        the last good one, or None."""
+        where = (f"the last good checkpoint is {checkpoint} (step {step})" if step is not None
+                 else "no checkpoint was written before it")
+        return cls(
+            f"non-finite {what} ({value}) at step {info['step']} (epoch {info['epoch']}, batch {info['batch']}): "
+            f"training stopped, nothing after step {step if step is not None else 0} was saved; {where}. Try a lower "
+            "optim.lr, a warm-up (optim.warmup_steps), gradient clipping (optim.grad_clip) or train.precision=fp32.")
+
 
 class Interrupted(RuntimeError):
     """Ctrl-C or SIGTERM: a checkpoint and the summary were saved; ``exit_code`` is 128 + signal."""

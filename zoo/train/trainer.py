@@ -9,8 +9,9 @@ batches, same dropout masks, same learning rates); a finished run is not retrain
 
 Speed: batches are length-bucketed and padded to a bounded set of shapes (``zoo.train.batching``),
 the tokenised split lives on the GPU, the loss is checked for NaN/inf once per logging window
-(one host sync per window, not per step), and on CUDA every shape bucket is compiled before the
-first step, so the steady state never recompiles. Throughput (real and padded tokens/s), step
+(one host sync per window, not per step), and on CUDA every shape bucket is compiled and its
+training step captured as a CUDA graph before the first step (``zoo.train.step``), so the steady
+state never recompiles and launches one graph per step. Throughput (real and padded tokens/s), step
 time, peak memory, the kernel each mixer runs and the compile count go to ``metrics.jsonl`` and
 ``summary.json``.
 
@@ -40,9 +41,10 @@ from zoo.train.batching import Batch, BatchSource, epoch_batches, eval_batches
 from zoo.train.distributed import Dist
 from zoo.train.experiment import Experiment, ExperimentConfigError, check_device, config_diff, describe_diff
 from zoo.train.metrics import Meter, MetricsLog, plot_curves
-from zoo.train.stopping import Interrupted, StopSignals, TrainingDiverged
-from zoo.train.warmup import compile_count
 from zoo.train.optim import build_optimizer, build_scheduler
+from zoo.train.step import GraphedSteps, graphs_unavailable, optimizer_step
+from zoo.train.stopping import Interrupted, StopSignals, TrainingDiverged
+from zoo.train.warmup import compile_count, kernels_used
 
 __all__ = ["Trainer"]
 
@@ -85,7 +87,8 @@ class Trainer:
         self.model = build_model(ModelConfig(**OmegaConf.to_container(cfg.model)), layer,
                                  n_classes=train_ds.n_classes, max_len=train_ds.max_len,
                                  vocab_size=train_ds.vocab_size, n_inputs=2 if train_ds.is_pair else 1).to(self.device)
-        self.n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.n_params = sum(p.numel() for p in self.params)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if
                                                               self.device.type == "cuda" else None)
@@ -105,6 +108,8 @@ class Trainer:
         self.warmup_seconds = 0.0
         self.kernels: dict | None = None  # what fit() finds before the first step
         self.memory: dict | None = None
+        self.graphs: GraphedSteps | None = None  # the captured steps (warm_up() decides)
+        self.graph_status: dict | None = None
         self.meter = Meter()
         self._compiles_at_warmup: int | None = None
         self.signals = StopSignals()
@@ -142,7 +147,7 @@ class Trainer:
                 f"{path} was written with a different config ({describe_diff(ck['config'], current, diff)}). "
                 "Resume with the same config, or start a new run (train.run_name=NEW or another --out).")
         self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        ckpt.load_optimizer(self.optimizer, ck["optimizer"], self.device)
         if self.scheduler is not None and ck["scheduler"] is not None:
             self.scheduler.load_state_dict(ck["scheduler"])
         for k in ("step", "epoch", "batch_in_epoch", "best_val_acc", "best_step", "train_seconds"):
@@ -153,34 +158,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
-    def _rank_slice(self, b: Batch) -> Batch:
-        if self.dist.world == 1:
-            return b
-        r, w = self.dist.rank, self.dist.world
-        return Batch([x[r::w] for x in b.inputs], [m if m is None else m[r::w] for m in b.masks], b.labels[r::w],
-                     b.weights[r::w], b.n_rows, b.real_tokens, b.padded_tokens)
+    def _autocast(self, cache: bool = True):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16",
+                              cache_enabled=cache)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step; returns ``(loss, correct, grad_norm)`` as device tensors (no host sync)."""
-        b = self._rank_slice(batch)
-        self.ddp.train()
-        with self._autocast():
-            logits = self.ddp(b.inputs, b.masks)
-        ce = F.cross_entropy(logits.float(), b.labels, reduction="none")  # (B,)
-        loss = (ce * b.weights).sum() * (self.dist.world / batch.n_rows)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.cfg.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
-        self.optimizer.step()
+        """One optimizer step (replayed from its CUDA graph when captured); returns ``(loss, correct,
+        grad_norm)`` as device tensors (no host sync)."""
+        b = self.dist.rank_slice(batch)
+        scale = self.dist.world / batch.n_rows  # the weighted sum -> the mean over the global batch's real rows
+        if self.graphs is not None:
+            out = self.graphs(b.inputs, b.masks, b.labels, b.weights, scale)
+        else:
+            self.ddp.train()
+            out = optimizer_step(self.ddp, self.params, self.optimizer, b.inputs, b.masks, b.labels, b.weights, scale,
+                                 self.cfg.optim.grad_clip, self._autocast)
         self.step += 1
         if self.scheduler is not None:
             self.scheduler.step_update(self.step)
-        correct = ((logits.detach().argmax(-1) == b.labels).float() * b.weights).sum()
-        return loss.detach() / self.dist.world, correct, norm.detach()
+        return out[0] / self.dist.world, out[1], out[2]
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
@@ -204,16 +200,31 @@ class Trainer:
     # ------------------------------------------------------------------ before the first step
 
     def warm_up(self) -> int:
-        """Compile every shape bucket before the first step (on CUDA under ``auto``); returns the
-        graphs compiled. Forked RNG states and no gradients left: the run is the same without it."""
-        mode = self.cfg.train.warmup_compile
-        if mode == "false" or (mode == "auto" and self.device.type != "cuda"):
+        """Before the first step: decide on CUDA graphs, compile every shape bucket (on CUDA under
+        ``auto``) and capture the training step of each; returns the graphs compiled. Forked RNG
+        states and no gradients left: the run is the same without it."""
+        t = self.cfg.train
+        reason = "train.cuda_graphs=false" if t.cuda_graphs == "false" else graphs_unavailable(
+            self.device, self.dist.world, self.optimizer)
+        if reason and t.cuda_graphs == "true":
+            raise ExperimentConfigError(f"train.cuda_graphs=true but {reason}; use train.cuda_graphs=auto or false")
+        if reason is None:
+            self.graphs = GraphedSteps(self.model, self.optimizer, grad_clip=self.cfg.optim.grad_clip,
+                                       autocast=self._autocast, device=self.device)
+        self.graph_status = {"enabled": reason is None, "reason": reason}
+        if t.warmup_compile == "false" or (t.warmup_compile == "auto" and self.device.type != "cuda"):
             return 0
-        from zoo.train.warmup import compile_shapes
+        from zoo.train.warmup import capture_shapes, compile_shapes
 
         before = compile_count()
+        failed = capture_shapes(self.graphs, self.sources["train"], t.batch_size) if self.graphs else None
+        if failed and t.cuda_graphs == "true":
+            raise ExperimentConfigError(f"train.cuda_graphs=true but capturing the step failed: {failed}")
+        if failed:  # under auto: say why, and run the steps eagerly
+            self.graphs, self.graph_status = None, {"enabled": False, "reason": f"capture failed: {failed}"}
+        train = [] if self.graphs is not None else [(t.batch_size // self.dist.world, True)]
         compile_shapes(self.ddp, self.model, self.sources["train"], self.device, self._autocast,
-                       [(self.cfg.train.batch_size // self.dist.world, True), (self.eval_batch_size, False)])
+                       train + [(self.eval_batch_size, False)])
         self.optimizer.zero_grad(set_to_none=True)
         self._compiles_at_warmup = compile_count()
         return self._compiles_at_warmup - before
@@ -247,15 +258,10 @@ class Trainer:
     def _diverged(self, what: str, value: float, info: dict) -> TrainingDiverged:
         path = self.run_dir / ckpt.CHECKPOINT
         step = ckpt.peek_step(path) if path.exists() else None
-        where = (f"the last good checkpoint is {path} (step {step})" if step is not None
-                 else "no checkpoint was written before it")
         if self.log is not None:
             self.log.log({"kind": "diverged", "step": info["step"], "epoch": info["epoch"], "what": what,
                           "value": str(value)})
-        return TrainingDiverged(
-            f"non-finite {what} ({value}) at step {info['step']} (epoch {info['epoch']}, batch {info['batch']}): "
-            f"training stopped, nothing after step {step if step is not None else 0} was saved; {where}. Try a lower "
-            "optim.lr, a warm-up (optim.warmup_steps), gradient clipping (optim.grad_clip) or train.precision=fp32.")
+        return TrainingDiverged.at(what, value, info, path, step)
 
     def _log_window(self) -> None:
         rec = self.meter.close_window()
@@ -284,7 +290,8 @@ class Trainer:
         warm_s = time.perf_counter()
         self.warm_up()
         self.warmup_seconds = time.perf_counter() - warm_s
-        self.kernels = self._kernels()
+        self.kernels = kernels_used(self.model, self.sources["train"], t.batch_size, self.device,
+                                    torch.bfloat16 if self.precision == "bf16" else torch.float32, self.graphs is not None)
         src = self.sources["train"]
         bar = tqdm(total=stop, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         pending: list = []
@@ -365,19 +372,11 @@ class Trainer:
             tqdm.write(f"step {self.step} epoch {self.epoch}: val loss {r['loss']:.4f} acc {r['acc']:.4f} "
                        f"(best {self.best_val_acc:.4f} at step {self.best_step})", file=sys.stderr)
 
-    def _kernels(self) -> dict:
-        """The kernel each mixer runs, for a batch of the largest shape (training / inference)."""
-        ds = self.sources["train"].ds
-        L = max(self.sources["train"].shapes())
-        x = torch.zeros(self.cfg.train.batch_size, L, self.model.encoder.config.d_model,
-                        dtype=torch.bfloat16 if self.precision == "bf16" else torch.float32, device=self.device)
-        mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=self.device) if ds.has_padding else None
-        mixer = self.model.mixers()[0]
-        return {"training": mixer.kernel_name(x, mask, requires_grad=True),
-                "inference": mixer.kernel_name(x, mask, requires_grad=False)}
-
     def throughput(self) -> dict:
-        out = {**self.meter.summary(), "compiles": compile_count(),
+        graphs = None if self.graph_status is None else {
+            **self.graph_status, "captured": len(self.graphs.graphs) if self.graphs else 0,
+            "eager_steps": self.graphs.eager_steps if self.graphs else None}
+        out = {**self.meter.summary(), "cuda_graphs": graphs, "compiles": compile_count(),
                "compiles_after_warmup": (compile_count() - self._compiles_at_warmup
                                          if self._compiles_at_warmup is not None else None)}
         if self.device.type == "cuda":

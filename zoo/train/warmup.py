@@ -8,9 +8,14 @@ masks) up front: the steady state then never recompiles (the trainer counts and 
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import torch
 
-__all__ = ["compile_count", "compile_shapes"]
+from zoo.functional.common import graph_safe
+
+__all__ = ["capture_shapes", "compile_count", "compile_shapes", "kernels_used"]
 
 
 def compile_count() -> int:
@@ -38,3 +43,32 @@ def compile_shapes(train_model, eval_model, source, device: torch.device, autoca
                     eval_model.eval()
                     with torch.no_grad(), autocast():
                         eval_model(inputs, masks)
+
+
+def capture_shapes(graphs, source, batch_size: int) -> str | None:
+    """Capture the training step of every shape of ``source`` (:class:`zoo.train.step.GraphedSteps`);
+    None, or why a capture failed (also warned once; the graphs captured so far are dropped)."""
+    try:
+        for L in source.shapes():
+            inputs, masks = source.probe(batch_size, L)
+            labels = torch.zeros(batch_size, dtype=torch.long, device=source.device)
+            graphs.capture(inputs, masks, labels, torch.ones(batch_size, device=source.device))
+    except RuntimeError as exc:
+        graphs.graphs.clear()
+        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        warnings.warn(f"zoo: the training step cannot be captured as a CUDA graph ({why}); it runs eagerly",
+                      RuntimeWarning, stacklevel=2)
+        return why
+    return None
+
+
+def kernels_used(model, source, batch_size: int, device: torch.device, dtype: torch.dtype, graphs: bool) -> dict:
+    """The kernel the first mixer runs at the largest shape of ``source``: in training (the captured
+    step's, under ``graph_safe`` when ``graphs``) and in inference."""
+    shape = (batch_size, max(source.shapes()), model.encoder.config.d_model)
+    x = torch.empty((), dtype=dtype, device=device).expand(shape)  # the shape, dtype and device; no memory
+    mask = torch.zeros((), dtype=torch.bool, device=device).expand(shape[:2]) if source.ds.has_padding else None
+    mixer = model.mixers()[0]
+    with graph_safe() if graphs else contextlib.nullcontext():
+        training = mixer.kernel_name(x, mask, requires_grad=True)
+    return {"training": training, "inference": mixer.kernel_name(x, mask, requires_grad=False)}

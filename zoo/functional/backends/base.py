@@ -30,6 +30,12 @@ class Backend:
     supports_backward: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     max_head_dim: ClassVar[int | None] = None
     head_dim_multiple: ClassVar[int] = 1
+    # Under zoo.functional.common.graph_safe() (a CUDA graph capture), a padded call is declined by
+    # a backend that needs the sequence lengths on the host (a device sync, which a capture forbids)
+    # and, on CUDA, by one that would materialise an (L, L) mask for it (a block-sparse kernel can
+    # serve it instead; the reference stays able for everything).
+    padding_needs_host_lengths: ClassVar[bool] = False
+    padding_materialises_mask: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     def not_supported_reasons(self, call) -> list[str]:
@@ -52,6 +58,13 @@ class Backend:
             reasons.append(f"head_dim={call.head_dim} > {self.max_head_dim}")
         if call.head_dim % self.head_dim_multiple:
             reasons.append(f"head_dim={call.head_dim} is not a multiple of {self.head_dim_multiple}")
+        if call.graph_safe and call.has_padding:
+            if self.padding_needs_host_lengths:
+                reasons.append("a padded call needs the sequence lengths on the host (a device sync), which a "
+                               "CUDA graph capture forbids")
+            if self.padding_materialises_mask and call.device.type == "cuda":
+                reasons.append("a padded call materialises a (B, 1, L, L) mask here; in a CUDA graph FlexAttention's "
+                               "block mask serves it")
         reasons.extend(self.runtime_reasons(call.device))
         return reasons
 

@@ -2,8 +2,9 @@
 
 Serves the multiplicative LaS decay as a ``score_mod`` (fp32 exp of a captured fp32 per-head
 alpha tensor, so a new alpha never recompiles) and causal / padding as a block-sparse
-``mask_mod``. FlexAttention compiles per shape, so lengths are padded up to a bucket (masked
-keys, outputs sliced) and the compiled call runs with dynamo's recompile limit raised and
+``mask_mod`` whose block mask is built with tensor ops (no host sync: CUDA-graph capturable).
+FlexAttention compiles per shape, so lengths are padded up to a bucket (masked keys, outputs
+sliced) and the compiled call runs with dynamo's recompile limit raised and
 ``fail_on_recompile_limit_hit`` on: past the limit it raises instead of silently falling back to
 the unfused path that materialises L x L scores.
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import bucket_length, derived_from_mask
+from zoo.functional.common import bucket_length, capturing, derived_from_mask
 
 RECOMPILE_LIMIT = 64
 
@@ -31,11 +32,52 @@ def decay_score_mod(alpha):
     return score_mod
 
 
-def _mask_mod(valid, causal):
-    def mask_mod(b, h, q_idx, kv_idx):
-        return valid[b, kv_idx] & ((kv_idx <= q_idx) | ~causal)
+SPARSE_BLOCK = 128  # FlexAttention's default block-mask granularity; bucket_length pads to multiples of it
 
+
+def _mask_mod(valid, causal: bool):
+    """Key ``kv_idx`` of row ``b`` is inside its sequence (and, causal, not after ``q_idx``)."""
+    if causal:
+        def mask_mod(b, h, q_idx, kv_idx):
+            return valid[b, kv_idx] & (kv_idx <= q_idx)
+    else:
+        def mask_mod(b, h, q_idx, kv_idx):
+            return valid[b, kv_idx]
     return mask_mod
+
+
+def padding_block_mask(valid: torch.Tensor, causal: bool, block: int = SPARSE_BLOCK):
+    """The ``BlockMask`` of :func:`_mask_mod` over a ``(B, Lb)`` valid-key mask (``Lb`` a multiple of
+    ``block``), from tensor ops only: no host sync and no compilation, so it can be captured into a
+    CUDA graph and costs a dozen small kernels instead of evaluating the mask over the (L, L) grid.
+
+    Per (row, query block, key block): *full* when every key of the block is valid (and, causal,
+    the block lies below the diagonal), *partial* when some key is (the mask_mod decides inside;
+    causal diagonal blocks always are), *empty* otherwise: what ``create_block_mask`` finds for the
+    same mask_mod (tested)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    B, Lb = valid.shape
+    n = Lb // block
+    count = valid.view(B, n, block).sum(-1)  # (B, n) valid keys per key block
+    some, every = (count > 0)[:, None, :], (count == block)[:, None, :]  # (B, 1, n_kv)
+    if causal:
+        pos = torch.arange(n, device=valid.device)
+        below = pos[None, :] < pos[:, None]  # (n_q, n_kv): key block before the query block
+        diag = pos[None, :] == pos[:, None]
+        full, partial = every & below, some & (diag | (below & ~every))  # (B, n_q, n_kv)
+    else:
+        full, partial = every.expand(B, n, n), (some & ~every).expand(B, n, n)
+
+    def ordered(flags):  # the block indices of each (row, query block), the kept ones first
+        flags = flags.unsqueeze(1).to(torch.int32)  # (B, 1, n_q, n_kv)
+        order = torch.argsort(flags, dim=-1, descending=True, stable=True)
+        return flags.sum(-1).to(torch.int32), order.to(torch.int32)
+
+    kv_num, kv_idx = ordered(partial)
+    full_num, full_idx = ordered(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
+                                    mask_mod=_mask_mod(valid, causal), seq_lengths=(Lb, Lb))
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,21 +143,18 @@ class FlexBackend(Backend):
 
     @staticmethod
     def _block_mask(key_padding_mask, causal: bool, B: int, L: int, Lb: int, device):
-        from torch.nn.attention.flex_attention import create_block_mask
-
         def build():
             valid = torch.ones(B, Lb, dtype=torch.bool, device=device)
             if key_padding_mask is not None:
                 valid[:, :L] = ~key_padding_mask
             valid[:, L:] = False
-            causal_t = torch.tensor(causal, device=device)
-            # compiled on GPU: the eager path evaluates the mask over the whole (B, L, L) grid
-            return create_block_mask(_mask_mod(valid, causal_t), B, None, Lb, Lb, device=device,
-                                     _compile=device.type == "cuda")
+            return padding_block_mask(valid, causal)
 
-        if key_padding_mask is None:
+        if key_padding_mask is None:  # depends on the shape only: built eagerly, once (not inside a capture)
             key = ("flex-block-mask", B, L, Lb, causal, device)
             if key not in _SHAPE_MASKS:
+                if capturing(torch.device(device)):
+                    return build()
                 _SHAPE_MASKS[key] = build()
             return _SHAPE_MASKS[key]
         return derived_from_mask(key_padding_mask, ("flex-block-mask", causal, Lb, device), build)

@@ -14,6 +14,7 @@ class SDPABackend(Backend):
     devices = frozenset({"cpu", "cuda"})
     dtypes = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
     supports_decay = False
+    padding_materialises_mask = True
     description = "PyTorch scaled_dot_product_attention; no score modifications"
 
     def run(self, q, k, v, *, decay, causal, key_padding_mask, scale):

@@ -64,6 +64,7 @@ class XFormersBackend(Backend):
     supports_decay = False
     head_dim_multiple = 8  # kernel alignment (seen on the H200: head_dim 8 runs, 2 is refused)
     max_head_dim = 256
+    padding_needs_host_lengths = True  # the varlen packing
     description = "xformers memory_efficient_attention (cutlass / flash); additive biases only"
 
     def runtime_reasons(self, device):
