@@ -76,9 +76,8 @@ def test_no_import_cycles_and_every_module_imports_in_dependency_order():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_no_module_over_400_lines_except_generators():
-    long = {m: n for m, p in _modules().items()
-            if (n := len(p.read_text().splitlines())) > 420 and ".generators." not in m}
+def test_no_module_over_400_lines():
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 420}
     assert not long, long
 
 
