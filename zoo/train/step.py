@@ -184,6 +184,7 @@ class GraphedSteps:
             st = self.graphs.get(self.key(inputs, masks))
         if st is None:  # past max_graphs: this shape runs eagerly (same step, same optimizer)
             self.eager_steps += 1
+            self.model.train()  # (a replay needs no mode: the captured step is the training one)
             return self._step(inputs, masks, labels, weights, scale)
         for dst, src in zip(st.inputs, inputs):
             dst.copy_(src)
