@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import backends
-from zoo.functional.common import AttentionCall, graph_safe_active, row_ok, validate_options, validate_qkv
+from zoo.functional.common import (AttentionCall, exception_line, graph_safe_active, row_ok, validate_options,
+                                   validate_qkv)
 from zoo.functional.reference import attention_reference, pool_values, pool_window
 
 __all__ = [
@@ -185,7 +186,7 @@ def _pool_values(v: Tensor, pool: int, **kw) -> Tensor:
         with torch._dynamo.config.patch(**dynamo_guard_options()):
             return _compiled_pool_values()(v, pool, **kw)
     except Exception as exc:  # a compiler that cannot: say so once, pool eagerly from now on
-        _POOL_EAGER.append(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        _POOL_EAGER.append(exception_line(exc))
         warnings.warn(f"zoo: the compiled value pooling failed ({_POOL_EAGER[0]}); pooling eagerly", RuntimeWarning,
                       stacklevel=2)
         return pool_values(v, pool, **kw)

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from zoo.base import validate_padding_mask
 
-__all__ = ["AttentionCall", "Packing", "allowed_mask", "bucket_length", "capturing", "derived_from_mask", "graph_safe",
-           "graph_safe_active", "packing", "row_ok", "validate_options", "validate_qkv"]
+__all__ = ["AttentionCall", "Packing", "allowed_mask", "bucket_length", "capturing", "derived_from_mask",
+           "exception_line", "graph_safe", "graph_safe_active", "packing", "row_ok", "validate_options", "validate_qkv"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,12 @@ def allowed_mask(pad_mask: Tensor | None, causal: bool, L: int, device: torch.de
 # --------------------------------------------------------------------------- padding-free layouts
 
 _DERIVED: dict = {}
+
+
+def exception_line(exc: BaseException) -> str:
+    """``"Type: first line of the message"``: why a kernel, a compilation or a capture could not run."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def capturing(device: torch.device) -> bool:

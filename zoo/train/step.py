@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from zoo.functional.common import graph_safe
 
-__all__ = ["GraphedSteps", "graphs_unavailable", "optimizer_step"]
+__all__ = ["GraphedSteps", "graphs_unavailable", "optimizer_step", "weighted_loss"]
 
 
 def optimizer_step(model, params: Sequence[torch.Tensor], optimizer, inputs, masks, labels, weights, scale,
@@ -50,16 +50,21 @@ def optimizer_step(model, params: Sequence[torch.Tensor], optimizer, inputs, mas
     turns the weighted sum into the mean over the real rows of the global batch. Returns the
     detached ``(loss, correct rows, gradient norm)`` as one ``(3,)`` fp32 device tensor (no host sync).
     """
-    with autocast():
-        logits = model(inputs, masks)
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
-    loss = (ce * weights).sum() * scale
+    loss, logits = weighted_loss(model, inputs, masks, labels, weights, scale, autocast)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     optimizer.step()
     correct = ((logits.detach().argmax(-1) == labels).float() * weights).sum()
     return torch.stack([loss.detach(), correct, norm.detach().float()])
+
+
+def weighted_loss(model, inputs, masks, labels, weights, scale, autocast: Callable):
+    """``(sum_b weights[b] * CE(model(inputs, masks)[b], labels[b]) * scale, logits)`` (fp32 loss)."""
+    with autocast():
+        logits = model(inputs, masks)
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
+    return (ce * weights).sum() * scale, logits
 
 
 def graphs_unavailable(device: torch.device, world: int, optimizer) -> str | None:
@@ -161,9 +166,9 @@ class GraphedSteps:
         with torch.random.fork_rng(devices=[self.device]), graph_safe():
             # warm-up on the capture stream: kernels chosen and compiled, lazy state created (grads discarded)
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self.stream), self.autocast(cache=False):
-                logits = self.model(st.inputs, st.masks)
-                (F.cross_entropy(logits.float(), st.labels, reduction="none") * st.weights).sum().backward()
+            with torch.cuda.stream(self.stream):
+                weighted_loss(self.model, st.inputs, st.masks, st.labels, st.weights, st.scale,
+                              lambda: self.autocast(cache=False))[0].backward()
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
             self.optimizer.zero_grad(set_to_none=True)
             gc.collect()  # no collection during the capture: freeing another (dead) graph there invalidates it

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from zoo.functional.common import graph_safe
+from zoo.functional.common import exception_line, graph_safe
 
 __all__ = ["capture_shapes", "compile_count", "compile_shapes", "kernels_used"]
 
@@ -55,7 +55,7 @@ def capture_shapes(graphs, source, batch_size: int) -> str | None:
             graphs.capture(inputs, masks, labels, torch.ones(batch_size, device=source.device))
     except RuntimeError as exc:
         graphs.graphs.clear()
-        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        why = exception_line(exc)
         warnings.warn(f"zoo: the training step cannot be captured as a CUDA graph ({why}); it runs eagerly",
                       RuntimeWarning, stacklevel=2)
         return why

@@ -20,7 +20,7 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import derived_from_mask, packing
+from zoo.functional.common import derived_from_mask, exception_line, packing
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,7 +39,7 @@ def _probe(device_str: str) -> str | None:
         _probe_call(device_str)
         return None
     except Exception as exc:
-        reason = f"probe call failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})"
+        reason = f"probe call failed ({exception_line(exc)})"
         warnings.warn(
             f"zoo: xformers is installed but cannot run on {device_str}: {reason}. Falling back to "
             "the next attention backend (see `zoo info`). On CUDA-13 machines install the CUDA 12 "
