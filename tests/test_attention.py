@@ -518,13 +518,13 @@ def test_graph_safe_calls_skip_backends_that_sync_or_materialise(monkeypatch):
 def test_compiled_pooling_is_the_pooling(count_include_pad):
     """The fused value pooling that attention() runs on CUDA is pool_values itself, compiled: same values
     and gradients (here on the CPU compiler)."""
-    from zoo.functional.attention import _compiled_pool_values
+    from zoo.functional.attention import _compiled_pooling
     from zoo.functional.reference import pool_values
 
     v = torch.randn(2, 3, 40, 8, requires_grad=True)
     inside = torch.rand(2, 40, generator=torch.Generator().manual_seed(1)) < 0.8
     kw = dict(causal=False, inside=inside, count_include_pad=count_include_pad)
-    got, ref = _compiled_pool_values()(v, 3, **kw), pool_values(v, 3, **kw)
+    got, ref = _compiled_pooling.compiled(v, 3, **kw), pool_values(v, 3, **kw)
     assert rel_err(got, ref) < 1e-6
     g_got, = torch.autograd.grad(got.square().sum(), v)
     g_ref, = torch.autograd.grad(ref.square().sum(), v)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import rel_err
-from zoo.functional.fftconv import conv_matrix, fftconv, fftconv_reference, next_fast_len
+from zoo.functional.fftconv import conv_matrix, fft_size, fftconv, fftconv_padded, fftconv_reference, next_fast_len
 
 LENGTHS = [1, 2, 7, 64, 100, 257]
 
@@ -165,3 +165,112 @@ def test_cuda_matches_reference(causal):
     assert rel_err(fftconv(u, k, causal=causal), ref) < 1e-5
     y16 = fftconv(u.bfloat16(), k, causal=causal)
     assert y16.dtype == torch.bfloat16 and rel_err(y16, ref) < 1e-2
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("L", [1, 6, 13])
+def test_written_out_backward_passes_gradcheck(causal, L):
+    """The convolution's hand-written adjoint (du and dk by cross-correlation) against finite
+    differences, for each input alone and both together."""
+    torch.manual_seed(L)
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    k = kernels(3, L, causal, torch.float64)
+    for grads in ((True, True), (True, False), (False, True)):
+        args = (u.clone().requires_grad_(grads[0]), k.clone().requires_grad_(grads[1]))
+        assert torch.autograd.gradcheck(lambda a, b: fftconv(a, b, causal=causal), args)
+
+
+def block_inputs(dtype, padded=True):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 37, 8, generator=g).to(dtype)
+    mask = (torch.arange(37)[None, :] >= torch.tensor([37, 20, 5])[:, None]) if padded else None
+    return x, mask
+
+
+@pytest.mark.slow  # compiles with inductor's C++ backend; on CUDA the GPU suite runs them inside the layers
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_compiled_conv_pieces_are_the_eager_ones(dtype):
+    """The fused input layout, skip + activation, output GLU and kernel-gradient reduction that the
+    S4 block runs on CUDA are the eager functions compiled: same values and gradients (CPU compiler)."""
+    from zoo.functional import fftconv as fc
+    from zoo.layers import _common as blk
+
+    x, mask = block_inputs(dtype)
+    x.requires_grad_()
+    u_eager = blk.conv_input(x, mask, torch.float32, 80)
+    u_comp = blk._conv_input.compiled(x, mask, torch.float32, 80)
+    assert u_comp.shape == (3, 8, 80) and u_comp.is_contiguous() and torch.equal(u_comp, u_eager)
+    assert torch.equal(u_eager[..., :37], x.detach().float().masked_fill(mask[..., None], 0).transpose(1, 2))
+    assert not u_eager[..., 37:].any()
+    y = torch.randn(3, 8, 80)
+    D = torch.randn(8, requires_grad=True)
+    outs = [f(y, u, D, "gelu", dtype, 37) for f, u in ((blk.conv_output, u_eager), (blk._conv_output.compiled, u_comp))]
+    assert outs[1].shape == (3, 37, 8) and outs[1].is_contiguous() and outs[1].dtype == dtype
+    assert rel_err(outs[1], outs[0]) < (1e-6 if dtype == torch.float32 else 1e-2)
+    dy = torch.randn(3, 37, 8).to(dtype)
+    g = [torch.autograd.grad(o, (x, D), dy) for o in outs]
+    for a, b in zip(g[1], g[0]):
+        assert rel_err(a, b) < (1e-5 if dtype == torch.float32 else 1e-2)
+    z = torch.randn(3, 37, 16).to(dtype).requires_grad_()
+    outs = [f(z, mask, torch.float32) for f in (blk.glu_output, blk._glu_output.compiled)]
+    assert rel_err(outs[1], outs[0]) < (1e-6 if dtype == torch.float32 else 1e-2) and outs[1].dtype == torch.float32
+    g = [torch.autograd.grad(o, z, dy.float())[0] for o in outs]
+    assert rel_err(g[1], g[0]) < (1e-6 if dtype == torch.float32 else 1e-2)
+    gf, uf = torch.randn(4, 8, 20, dtype=torch.cfloat), torch.randn(4, 8, 20, dtype=torch.cfloat)
+    got = torch.view_as_complex(fc._compiled_cross_spectrum.compiled(torch.view_as_real(gf), torch.view_as_real(uf)))
+    assert rel_err(torch.view_as_real(got), torch.view_as_real((gf * uf.conj()).sum(0))) < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", ["s4d", "long_conv"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_cuda_conv_block_is_the_reference(layer, causal):
+    """The S4 block on CUDA (compiled input / output passes, written-out backward) against its
+    reference forward (direct-sum convolution) in float32 and under bf16 autocast, padded."""
+    import registry
+
+    torch.manual_seed(0)
+    m = registry.build(layer, d_model=64, causal=causal, **({"max_len": 600} if layer == "long_conv" else {})).cuda()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 513, 64, generator=g).cuda().requires_grad_()
+    mask = (torch.arange(513)[None, :] >= torch.tensor([513, 400, 77, 1])[:, None]).cuda()
+    dy = torch.randn(4, 513, 64, generator=g).cuda()
+    for amp, tol in ((False, 1e-4), (True, 2e-2)):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            got, ref = m(x, mask), m.reference_forward(x, mask)
+        assert rel_err(got, ref) < tol
+        params = [x, *m.parameters()]
+        for a, b in zip(torch.autograd.grad(got.float(), params, dy), torch.autograd.grad(ref.float(), params, dy)):
+            assert rel_err(a, b) < tol
+
+
+def test_a_compiler_that_fails_is_reported_once_and_the_function_runs_eagerly():
+    from zoo.functional.compiled import CudaCompiled
+
+    def double(t):
+        return 2 * t
+
+    def broken(t):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    f = CudaCompiled(double, "doubling", devices={"cpu"})
+    f.compiled = broken  # what torch.compile would have returned
+    t = torch.arange(3.0)
+    with pytest.warns(RuntimeWarning, match=r"compiled doubling failed \(RuntimeError: no compiler here\); running it"):
+        assert torch.equal(f(t), 2 * t)
+    assert f.failed == "RuntimeError: no compiler here"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(f(t), 2 * t)  # eagerly from now on, silently
+    g = CudaCompiled(double, "doubling")
+    assert torch.equal(g(t), 2 * t) and "compiled" not in vars(g)  # CPU tensors never compile by default
+
+
+def test_padded_entry_point_checks_its_length():
+    u, k = torch.randn(2, 3, 10), torch.randn(3, 10)
+    with pytest.raises(ValueError, match=r"fft_size\(L\) = 20"):
+        fftconv_padded(u, k)
+    y = fftconv_padded(torch.nn.functional.pad(u, (0, fft_size(10) - 10)), k)
+    assert y.shape == (2, 3, fft_size(10)) and rel_err(y[..., :10], fftconv(u, k)) < 1e-6

@@ -262,7 +262,8 @@ def _sink_score_mod(alpha: Tensor, logn: Tensor, sink: int):
 def _flex_call(q, k, v, score_mod, mask_mod, B, H, Lb, scale, want_lse, compiled):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    from zoo.functional.backends.flex import compiled_flex_attention, dynamo_guard_options
+    from zoo.functional.backends.flex import compiled_flex_attention
+    from zoo.functional.compiled import dynamo_guard_options
 
     block_mask = create_block_mask(mask_mod, B, H, Lb, Lb, device=q.device, _compile=q.device.type == "cuda")
     fn = compiled_flex_attention() if compiled else flex_attention

@@ -38,17 +38,16 @@ so pooling is applied to V before any fused kernel; chunking is a reshape of the
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import backends
-from zoo.functional.common import (AttentionCall, exception_line, graph_safe_active, row_ok, validate_options,
+from zoo.functional.common import (AttentionCall, graph_safe_active, row_ok, validate_options,
                                    validate_qkv)
+from zoo.functional.compiled import CudaCompiled
 from zoo.functional.reference import attention_reference, pool_values, pool_window
 
 __all__ = [
@@ -166,30 +165,14 @@ def attention(
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _compiled_pool_values():
-    return torch.compile(pool_values, dynamic=False)
-
-
-_POOL_EAGER: list[str] = []  # why the compiled pooling could not run here (then it runs eagerly)
+# pool_values on CUDA, compiled into one fused kernel per direction (eagerly it is seven passes over
+# an fp32 copy of V: a tenth of a LaS training step at LRA sizes). The same code and dtypes, so the
+# same values; shapes come in buckets, so it compiles a bounded number of times.
+_compiled_pooling = CudaCompiled(pool_values, "value pooling", dynamic=False)
 
 
 def _pool_values(v: Tensor, pool: int, **kw) -> Tensor:
-    """:func:`pool_values`; on CUDA compiled into one fused kernel per direction (eagerly it is seven
-    passes over an fp32 copy of V: a tenth of a LaS training step at LRA sizes). The same code and
-    dtypes, so the same values; shapes come in buckets, so it compiles a bounded number of times."""
-    if pool == 1 or not v.is_cuda or _POOL_EAGER:
-        return pool_values(v, pool, **kw)
-    from zoo.functional.backends.flex import dynamo_guard_options
-
-    try:
-        with torch._dynamo.config.patch(**dynamo_guard_options()):
-            return _compiled_pool_values()(v, pool, **kw)
-    except Exception as exc:  # a compiler that cannot: say so once, pool eagerly from now on
-        _POOL_EAGER.append(exception_line(exc))
-        warnings.warn(f"zoo: the compiled value pooling failed ({_POOL_EAGER[0]}); pooling eagerly", RuntimeWarning,
-                      stacklevel=2)
-        return pool_values(v, pool, **kw)
+    return pool_values(v, pool, **kw) if pool == 1 else _compiled_pooling(v, pool, **kw)
 
 
 def _run_first_able(call: AttentionCall, backend: str, q: Tensor, k: Tensor, v: Tensor, **kw) -> Tensor:

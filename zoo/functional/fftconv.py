@@ -33,9 +33,12 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["compute_dtype", "fftconv", "fftconv_reference", "next_fast_len"]
+from zoo.functional.compiled import CudaCompiled
+
+__all__ = ["compute_dtype", "fft_size", "fftconv", "fftconv_padded", "fftconv_reference", "next_fast_len"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -116,10 +119,37 @@ def fftconv(u: Tensor, k: Tensor, *, causal: bool = True) -> Tensor:
     """
     _validate_conv_args(u, k, causal, "fftconv")
     L = u.shape[-1]
-    n = next_fast_len(2 * L)
+    n = fft_size(L)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u_pad = F.pad(u.to(compute_dtype(u, k)), (0, n - L))  # (B, H, n)
+        y = fftconv_padded(u_pad, k, causal=causal)[..., :L]  # (B, H, L)
+    return y.to(u.dtype)
+
+
+def fft_size(L: int) -> int:
+    """The FFT length of a length-``L`` convolution: ``next_fast_len(2 L)`` (no circular wrap-around)."""
+    return next_fast_len(2 * L)
+
+
+def fftconv_padded(u: Tensor, k: Tensor, *, causal: bool = True) -> Tensor:
+    """:func:`fftconv` on an input already zero padded to the FFT length, for callers that fuse
+    the padding (and the slicing of the result) into their own passes (the S4 block).
+
+    Args:
+        u: ``(B, H, n)``, ``n = fft_size(L)``, zero at positions ``>= L``; float32 or float64.
+        k: ``(H, L)`` or ``(2, H, L)`` kernels as for :func:`fftconv`.
+
+    Returns:
+        ``(B, H, n)`` in the compute dtype (:func:`compute_dtype`): positions ``< L`` are
+        ``fftconv(u[..., :L], k, causal)``, the rest is the circular tail (to be sliced off).
+    """
+    L = k.shape[-1]
+    n = fft_size(L)
+    if u.dim() != 3 or u.shape[-1] != n:
+        raise ValueError(f"fftconv_padded: u must have shape (B, H, fft_size(L) = {n}) for kernels of {L} taps, "
+                         f"got {tuple(u.shape)}")
     dtype = compute_dtype(u, k)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        uf = u.to(dtype)  # (B, H, L)
         kf = k.to(dtype)
         if causal:
             k_circ = kf  # (H, L), zero padded to n by rfft
@@ -127,10 +157,56 @@ def fftconv(u: Tensor, k: Tensor, *, causal: bool = True) -> Tensor:
             # one circular kernel: lags 0..L-1 forward, lags -1..-(L-1) at n-1..n-L+1 backward
             back = kf[1, :, : L - 1].flip(-1)  # (H, L-1): back[..., m] = k1[L-2-m]
             k_circ = torch.cat([kf[0], kf.new_zeros(kf.shape[1], n - 2 * L + 1), back], dim=-1)  # (H, n)
-        u_f = torch.fft.rfft(uf, n=n)  # (B, H, n/2+1)
+        return _CircularConv.apply(u.to(dtype), k_circ)  # (B, H, n)
+
+
+class _CircularConv(torch.autograd.Function):
+    """The circular convolution ``y = irfft(rfft(u) * rfft(k_circ, n), n)`` of length
+    ``n = u.shape[-1]``, with its adjoint written out.
+
+    The map is real and linear, so its gradients are circular cross-correlations:
+    ``du = irfft(rfft(dy) * conj(K), n)`` and ``dk = irfft(sum_b rfft(dy) * conj(U), n)[..., :taps]``,
+    three real FFTs of the batch, where autograd through ``rfft`` / ``irfft`` runs a full-length
+    complex FFT, zero-filled copies and conjugations of the batch's spectra. Tested against the
+    direct sum (float64) and by gradcheck.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, k_circ: Tensor) -> Tensor:
+        n = u.shape[-1]
+        u_f = torch.fft.rfft(u)  # (B, H, n/2+1)
         k_f = torch.fft.rfft(k_circ, n=n)  # (H, n/2+1)
-        y = torch.fft.irfft(u_f * k_f, n=n)[..., :L]  # (B, H, L)
-    return y.to(u.dtype)
+        ctx.save_for_backward(u_f, k_f)
+        ctx.taps = k_circ.shape[-1]
+        return torch.fft.irfft(u_f * k_f, n=n)  # (B, H, n)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor):
+        u_f, k_f = ctx.saved_tensors
+        n = dy.shape[-1]
+        g_f = torch.fft.rfft(dy)  # (B, H, n/2+1)
+        du = dk = None
+        if ctx.needs_input_grad[0]:
+            du = torch.fft.irfft(g_f * k_f.conj(), n=n)  # (B, H, n)
+        if ctx.needs_input_grad[1]:
+            dk = torch.fft.irfft(_cross_spectrum(g_f, u_f), n=n)[..., : ctx.taps]  # (H, taps)
+        return du, dk
+
+
+def _cross_spectrum_real(g: Tensor, u: Tensor) -> Tensor:
+    """``sum_b g conj(u)`` on real views ``(B, H, m, 2)`` -> ``(H, m, 2)`` (one fused reduction on CUDA)."""
+    re = (g[..., 0] * u[..., 0] + g[..., 1] * u[..., 1]).sum(0)
+    im = (g[..., 1] * u[..., 0] - g[..., 0] * u[..., 1]).sum(0)
+    return torch.stack([re, im], dim=-1)
+
+
+_compiled_cross_spectrum = CudaCompiled(_cross_spectrum_real, "FFT-convolution kernel gradient", dynamic=True)
+
+
+def _cross_spectrum(g_f: Tensor, u_f: Tensor) -> Tensor:
+    """``sum_b g_f[b] * conj(u_f[b])``: ``(B, H, m)`` complex spectra -> ``(H, m)``."""
+    return torch.view_as_complex(_compiled_cross_spectrum(torch.view_as_real(g_f), torch.view_as_real(u_f)).contiguous())
 
 
 # --------------------------------------------------------------------------- reference

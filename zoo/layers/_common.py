@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.base import SequenceMixer, zero_padded
-from zoo.functional.fftconv import fftconv, fftconv_reference
+from zoo.functional.compiled import CudaCompiled
+from zoo.functional.fftconv import compute_dtype, fft_size, fftconv_padded, fftconv_reference
 
-ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+# By name, as functions: a compiled caller guards on the name, so every layer shares its compilations.
+ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu, "tanh": torch.tanh, "identity": _identity}
 
 
 class ConvBlock(SequenceMixer):
@@ -26,7 +32,6 @@ class ConvBlock(SequenceMixer):
         super().__init__(config)
         H = config.d_model
         self.D = nn.Parameter(torch.randn(H))  # (H,) skip connection
-        self.activation = ACTIVATIONS[config.activation]()
         self.drop = nn.Dropout(config.dropout)
         self.out = nn.Linear(H, 2 * H)  # followed by GLU
 
@@ -39,23 +44,60 @@ class ConvBlock(SequenceMixer):
         return "fftconv"  # zoo.functional.fftconv: real FFTs of a fast length, fp32 inside
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        return self._block(x, key_padding_mask, self.kernel, fftconv)
+        self._validate_input(x, key_padding_mask)
+        L = x.shape[1]
+        k = self.kernel(L)  # (K, H, L) float32 (float64 for a float64 module)
+        u = _conv_input(x, key_padding_mask, compute_dtype(x, k), fft_size(L))  # (B, H, n), zero past L
+        y = fftconv_padded(u, k[0] if self.config.causal else k, causal=self.config.causal)  # (B, H, n)
+        return self._finish(x, key_padding_mask, y, u, _conv_output, _glu_output)
 
     def reference_forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """The reference kernel and the direct-sum convolution (O(L^2)): the definition."""
-        return self._block(x, key_padding_mask, self.reference_kernel, fftconv_reference)
-
-    def _block(self, x: Tensor, key_padding_mask: Tensor | None, kernel: Callable, conv: Callable) -> Tensor:
+        """The reference kernel and the direct-sum convolution (O(L^2)), eagerly: the definition."""
         self._validate_input(x, key_padding_mask)
-        causal = self.config.causal
-        k = kernel(x.shape[1])  # (K, H, L)
-        u = zero_padded(x, key_padding_mask).transpose(1, 2)  # (B, H, L)
-        y = conv(u, k[0] if causal else k, causal=causal)  # (B, H, L), fp32 inside
-        y = y + u * self.D.to(u.dtype)[:, None]  # (B, H, L)
-        y = self.drop(self.activation(y)).transpose(1, 2)  # (B, L, H)
-        out = self._mix(y).to(x.dtype)  # (B, L, D)
-        return zero_padded(out, key_padding_mask)
+        L = x.shape[1]
+        k = self.reference_kernel(L)
+        u = conv_input(x, key_padding_mask, compute_dtype(x, k), L)  # (B, H, L)
+        y = fftconv_reference(u, k[0] if self.config.causal else k, causal=self.config.causal)  # (B, H, L)
+        return self._finish(x, key_padding_mask, y, u, conv_output, glu_output)
+
+    def _finish(self, x: Tensor, key_padding_mask: Tensor | None, y: Tensor, u: Tensor, out_fn, glu_fn) -> Tensor:
+        """``GLU(Linear(dropout(act(y + D u))))`` on the first ``L`` positions of ``y`` and ``u``."""
+        y = self.drop(out_fn(y, u, self.D, self.config.activation, self._mix_dtype(x), x.shape[1]))  # (B, L, H)
+        return glu_fn(self.out(y), key_padding_mask, x.dtype)  # (B, L, D)
+
+    def _mix_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype the output linear layer computes in: autocast's where it is on, else its weight's."""
+        if torch.is_autocast_enabled(x.device.type) and self.out.weight.dtype != torch.float64:
+            return torch.get_autocast_dtype(x.device.type)
+        return self.out.weight.dtype
 
     def _mix(self, y: Tensor) -> Tensor:
-        """Output linear + GLU, in the module's dtype unless autocast decides otherwise."""
-        return nn.functional.glu(self.out(y.to(self.out.weight.dtype)), dim=-1)  # (B, L, D)
+        """Output linear + GLU, in :meth:`_mix_dtype`."""
+        return nn.functional.glu(self.out(y.to(self._mix_dtype(y))), dim=-1)  # (B, L, D)
+
+
+def conv_input(x: Tensor, key_padding_mask: Tensor | None, dtype: torch.dtype, n: int) -> Tensor:
+    """``(B, L, H)`` -> the convolution's ``(B, H, n)`` input: padding zeroed, in ``dtype``, zero
+    padded from ``L`` to ``n`` (the FFT length), contiguous."""
+    u = zero_padded(x, key_padding_mask).transpose(1, 2)  # (B, H, L)
+    return F.pad(u.to(dtype), (0, n - u.shape[-1])).contiguous()  # (B, H, n)
+
+
+def conv_output(y: Tensor, u: Tensor, D: Tensor, activation: str, dtype: torch.dtype, L: int) -> Tensor:
+    """``act(y + D u)`` on the first ``L`` positions, back to ``(B, L, H)``, contiguous, in ``dtype``
+    (the output layer's); ``activation`` names one of :data:`ACTIVATIONS`."""
+    y = ACTIVATIONS[activation](y[..., :L] + u[..., :L] * D.to(u.dtype)[:, None])  # (B, H, L)
+    return y.transpose(1, 2).to(dtype, memory_format=torch.contiguous_format).contiguous()
+
+
+def glu_output(z: Tensor, key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """The GLU of the output layer's ``(B, L, 2H)``, in ``dtype``, padded positions zero."""
+    return zero_padded(nn.functional.glu(z, dim=-1).to(dtype), key_padding_mask)
+
+
+# On CUDA each is one fused kernel forward and backward. Eagerly they are a pass over the batch per
+# step: a mask, a cast, a transposing copy and a zero padding in; a skip, an activation, a
+# transposing copy and a cast out; a GLU, a cast and a mask after the output layer.
+_conv_input = CudaCompiled(conv_input, "convolution input layout", dynamic=True)
+_conv_output = CudaCompiled(conv_output, "convolution skip and activation", dynamic=True)
+_glu_output = CudaCompiled(glu_output, "output GLU", dynamic=True)

@@ -139,7 +139,7 @@ class S4D(ConvBlock):
         log_z, C_tilde = discretize(self.log_dt, self.log_A_real, self.A_imag, self.C[0], self.config.discretization)
         y, state = s4d_step(u_t, state, torch.exp(log_z).to(state.dtype), C_tilde.to(state.dtype))  # (B, H)
         y = y.to(u_t.dtype) + u_t * self.D.to(u_t.dtype)  # (B, H)
-        y = self.drop(self.activation(y))
+        y = self.drop(ACTIVATIONS[self.config.activation](y))
         return self._mix(y).to(u_t.dtype), state  # (B, D)
 
     # ------------------------------------------------------------------ optimisation

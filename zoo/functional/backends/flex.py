@@ -18,8 +18,7 @@ import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
 from zoo.functional.common import bucket_length, capturing, derived_from_mask
-
-RECOMPILE_LIMIT = 64
+from zoo.functional.compiled import dynamo_guard_options
 
 
 def decay_score_mod(alpha):
@@ -78,18 +77,6 @@ def padding_block_mask(valid: torch.Tensor, causal: bool, block: int = SPARSE_BL
     full_num, full_idx = ordered(full)
     return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
                                     mask_mod=_mask_mod(valid, causal), seq_lengths=(Lb, Lb))
-
-
-@functools.lru_cache(maxsize=1)
-def dynamo_guard_options() -> dict:
-    """Raise the recompile limit and fail (not fall back silently) past it, where torch has the knobs."""
-    import torch._dynamo.config as cfg
-
-    wanted = {"recompile_limit": RECOMPILE_LIMIT, "cache_size_limit": RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
-    opts = {k: v for k, v in wanted.items() if hasattr(cfg, k)}
-    if "recompile_limit" in opts:
-        opts.pop("cache_size_limit", None)
-    return opts
 
 
 @functools.lru_cache(maxsize=1)
