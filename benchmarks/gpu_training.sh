@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The training measurements of docs/training.md on one GPU machine, in one go.
 #   usage (GPU machine, repo root, wheels in .whl/):  bash benchmarks/gpu_training.sh [STAGE ...]
-#   stages: graphtests tests profile speed epoch grid (default: all but profile, in that order); results in $RES (default results/),
+#   stages: graphtests tests profile speed epoch grid repro (default: all but profile and repro, in that order);
+#   results in $RES (default /tmp/results),
 #   with $OUT set (the device tool) also packed into $OUT/training.tgz at the end of each stage.
 set -uo pipefail
 RES=${RES:-/tmp/results}; mkdir -p "$RES"   # outside the repository: a new call re-syncs the working tree
@@ -45,6 +46,11 @@ for stage in $stages; do
           --out "$RES/grid_per_gpu_$per" > "$RES/grid_per_gpu_$per.log" 2>&1
         rm -rf "$RES/grid_per_gpu_$per"/listops_paper/runs/*/checkpoint*.pt "$RES/grid_per_gpu_$per"/listops_paper/runs/*/best.pt
       done ;;
+    repro)   # the reproduction grid of docs/results.md: REPRO_ONLY x REPRO_SEEDS for REPRO_EPOCHS epochs, 3 per GPU
+      timeout "${REPRO_TIMEOUT:-7200}" python3 -m zoo compare listops_paper "only=${REPRO_ONLY:-[vanilla,las,s4d]}" \
+        "seeds=${REPRO_SEEDS:-[0]}" "budget.epochs=${REPRO_EPOCHS:-1}" execution.runs_per_gpu=3 \
+        "overrides=['data.root=$DATA','train.eval_every=500']" --no-progress --out "$RES/repro" > "$RES/repro.log" 2>&1
+      rm -f "$RES"/repro/listops_paper/runs/*/checkpoint*.pt "$RES"/repro/listops_paper/runs/*/best.pt ;;
   esac
   pack
 done

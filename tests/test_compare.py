@@ -121,6 +121,7 @@ def test_a_plugin_layer_is_in_both_comparisons(tmp_path, monkeypatch, capsys):
     ("overrides=[task=listopz]", "unknown LRA task 'listopz'. Did you mean 'listops'"),
     ("baseline=las", "baseline: 'las' is not one of the layers"),
     ("layerz=[s4d]", "Key 'layerz' not in 'ComparisonConfig'"),
+    ("only=[vanila]", "only: 'vanila' is not a label of `layers` (did you mean vanilla?)"),
 ])
 def test_bad_grids_are_one_line_and_exit_2(tmp_path, capsys, override, why):
     code = run_cli(["compare", comparison(tmp_path), override, "budget.steps=4" if "budget.epochs" in override else
@@ -179,3 +180,30 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert run_cli(["train", exp, *sgd[:-4], "--max-steps", "2", "--out", str(tmp_path / "runs"),
                     "train.run_name=ddp"]) == 0
     assert torch.load(tmp_path / "runs" / "ddp" / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_the_paper_grid_keeps_parameter_budgets_and_only_picks_entries_whole():
+    """listops_paper: every layer within LRA's 10% of vanilla's parameter count at the paper's
+    model size; `only=` runs a subset with each entry's own overrides (the widths that make it so)."""
+    from omegaconf import OmegaConf
+
+    from zoo.config import resolve_layer
+    from zoo.models import ModelConfig, build_model
+    from zoo.train.compare import load_comparison, plan
+    from zoo.train.experiment import load_experiment
+
+    cfg, _ = load_comparison("listops_paper")
+    counts = {}
+    for run in plan(cfg):
+        if run.seed == 0:
+            exp = load_experiment(run.experiment, run.overrides)
+            model = build_model(ModelConfig(**OmegaConf.to_container(exp.cfg.model)),
+                                resolve_layer(exp.layer, max_len=2000), n_classes=10, max_len=2000, vocab_size=18)
+            counts[run.label] = sum(p.numel() for p in model.parameters())
+    assert set(counts) == {"vanilla", "las", "local", "smooth", "las_chunk", "s4d", "long_conv"}
+    for label, n in counts.items():
+        assert abs(n / counts["vanilla"] - 1) <= 0.10, (label, n, counts["vanilla"])
+    cfg, _ = load_comparison("listops_paper", ["only=[s4d,vanilla]", "seeds=[0]"])
+    runs = plan(cfg)
+    assert [r.label for r in runs] == ["vanilla", "s4d"]
+    assert "model.d_model=304" in runs[1].overrides

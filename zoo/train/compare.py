@@ -23,6 +23,7 @@ per process), or as a job array on a cluster through submitit (``execution.execu
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -59,7 +60,8 @@ class ExecutionConfig:
 
     executor: str = config_field("auto", "auto (in this process on CPU, processes on GPUs) | local | processes | "
                                          "submitit")
-    runs_per_gpu: int = config_field(3, "concurrent runs on each GPU (a small LRA model uses a fraction of an H200)")
+    runs_per_gpu: int = config_field(3, "concurrent runs on each GPU (their warm-ups and evaluations overlap; "
+                                                "graphed steps share the GPU's throughput)")
     gpus: Optional[List[int]] = config_field(None, "GPU indices to use (default: every visible GPU)")
     submitit: Dict[str, Any] = config_field({}, "submitit parameters, e.g. {cluster: slurm, slurm_partition: gpu, "
                                                 "timeout_min: 240, gpus_per_node: 1} (cluster: local runs it here)")
@@ -76,6 +78,8 @@ class ComparisonConfig:
     baseline: Optional[str] = config_field(None, "label whose parameter count the others are compared with "
                                                  "(default: the first layer)")
     overrides: List[str] = config_field([], "experiment overrides applied to every run (dotlist)")
+    only: Optional[List[str]] = config_field(None, "labels of `layers` to train and report now (default: all), "
+                                                   "to grow a grid piece by piece with each entry's settings")
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
@@ -164,6 +168,14 @@ def plan(cfg: ComparisonConfig) -> list[GridRun]:
             runs.append(run)
     if cfg.baseline is not None and cfg.baseline not in labels:
         raise ExperimentConfigError(f"baseline: {cfg.baseline!r} is not one of the layers ({', '.join(sorted(labels))})")
+    if cfg.only is not None:
+        for label in cfg.only:
+            if label not in labels:
+                close = difflib.get_close_matches(label, labels, n=3)
+                raise ExperimentConfigError(f"only: {label!r} is not a label of `layers`"
+                                            f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; "
+                                            f"the labels: {', '.join(sorted(labels))}")
+        runs = [r for r in runs if r.label in cfg.only]
     return runs
 
 
@@ -209,7 +221,9 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "results
     executor = ex.executor
     if executor == "auto":
         executor = "processes" if torch.cuda.is_available() else "local"
-    print(f"zoo compare: {name}: {len(runs)} runs ({len(cfg.layers)} layers x {len(cfg.seeds)} seeds), {done} "
+    n_layers = len({r.label for r in runs})
+    layers = f"{n_layers} layers" if n_layers == len(cfg.layers) else f"{n_layers} of {len(cfg.layers)} layers"
+    print(f"zoo compare: {name}: {len(runs)} runs ({layers} x {len(cfg.seeds)} seeds), {done} "
           f"finished, {len(todo)} to train, executor {executor} -> {folder}", file=sys.stderr)
     t0 = time.perf_counter()
     if todo:
