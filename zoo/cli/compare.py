@@ -9,11 +9,12 @@ examples:
   zoo compare listops_small                          the CPU grid of `make run` (generated ListOps, 4 layers x 2 seeds)
   zoo compare listops_small seeds=[0,1,2] budget.epochs=4
   zoo compare listops_paper execution.runs_per_gpu=3 --out results     paper-settings ListOps on the GPUs
+  zoo compare listops_paper "only=[vanilla,las,s4d]" --out results      three of its layers, each with its settings
   zoo compare listops_paper execution.executor=submitit execution.submitit.cluster=slurm \\
       execution.submitit.slurm_partition=gpu execution.submitit.timeout_min=600
 
 COMPARISON is a name in configs/comparisons/ or a YAML path; overrides are OmegaConf dotlist pairs
-(experiment, layers, seeds, budget.*, baseline, overrides, execution.*). Every run is a resumable
+(experiment, layers, seeds, budget.*, baseline, overrides, only, execution.*). Every run is a resumable
 `zoo train` run folder under OUT/<comparison>/runs/; run the same command again after a stop to
 resume the unfinished runs (finished ones are skipped). The report: OUT/<comparison>/table.md,
 results.json, curves.png, cost.png.
