@@ -1,5 +1,7 @@
 """FFT convolution vs its definition (the direct sum), precision policy, and argument checks."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -259,8 +261,6 @@ def test_a_compiler_that_fails_is_reported_once_and_the_function_runs_eagerly():
     with pytest.warns(RuntimeWarning, match=r"compiled doubling failed \(RuntimeError: no compiler here\); running it"):
         assert torch.equal(f(t), 2 * t)
     assert f.failed == "RuntimeError: no compiler here"
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(f(t), 2 * t)  # eagerly from now on, silently

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,36 +46,26 @@ class ConvBlock(SequenceMixer):
         return "fftconv"  # zoo.functional.fftconv: real FFTs of a fast length, fp32 inside
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        self._validate_input(x, key_padding_mask)
-        L = x.shape[1]
-        k = self.kernel(L)  # (K, H, L) float32 (float64 for a float64 module)
-        u = _conv_input(x, key_padding_mask, compute_dtype(x, k), fft_size(L))  # (B, H, n), zero past L
-        y = fftconv_padded(u, k[0] if self.config.causal else k, causal=self.config.causal)  # (B, H, n)
-        return self._finish(x, key_padding_mask, y, u, _conv_output, _glu_output)
+        return self._block(x, key_padding_mask, self.kernel, _FAST)
 
     def reference_forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """The reference kernel and the direct-sum convolution (O(L^2)), eagerly: the definition."""
-        self._validate_input(x, key_padding_mask)
-        L = x.shape[1]
-        k = self.reference_kernel(L)
-        u = conv_input(x, key_padding_mask, compute_dtype(x, k), L)  # (B, H, L)
-        y = fftconv_reference(u, k[0] if self.config.causal else k, causal=self.config.causal)  # (B, H, L)
-        return self._finish(x, key_padding_mask, y, u, conv_output, glu_output)
+        return self._block(x, key_padding_mask, self.reference_kernel, _REFERENCE)
 
-    def _finish(self, x: Tensor, key_padding_mask: Tensor | None, y: Tensor, u: Tensor, out_fn, glu_fn) -> Tensor:
-        """``GLU(Linear(dropout(act(y + D u))))`` on the first ``L`` positions of ``y`` and ``u``."""
-        y = self.drop(out_fn(y, u, self.D, self.config.activation, self._mix_dtype(x), x.shape[1]))  # (B, L, H)
-        return glu_fn(self.out(y), key_padding_mask, x.dtype)  # (B, L, D)
+    def _block(self, x: Tensor, key_padding_mask: Tensor | None, kernel: Callable, path: "_Path") -> Tensor:
+        self._validate_input(x, key_padding_mask)
+        L, causal = x.shape[1], self.config.causal
+        k = kernel(L)  # (K, H, L) float32 (float64 for a float64 module)
+        u = path.conv_input(x, key_padding_mask, compute_dtype(x, k), path.length(L))  # (B, H, n), zero past L
+        y = path.conv(u, k[0] if causal else k, causal=causal)  # (B, H, n): the first L positions are k * u
+        y = self.drop(path.conv_output(y, u, self.D, self.config.activation, self._mix_dtype(x), L))  # (B, L, H)
+        return path.glu_output(self.out(y), key_padding_mask, x.dtype)  # (B, L, D)
 
     def _mix_dtype(self, x: Tensor) -> torch.dtype:
         """The dtype the output linear layer computes in: autocast's where it is on, else its weight's."""
         if torch.is_autocast_enabled(x.device.type) and self.out.weight.dtype != torch.float64:
             return torch.get_autocast_dtype(x.device.type)
         return self.out.weight.dtype
-
-    def _mix(self, y: Tensor) -> Tensor:
-        """Output linear + GLU, in :meth:`_mix_dtype`."""
-        return nn.functional.glu(self.out(y.to(self._mix_dtype(y))), dim=-1)  # (B, L, D)
 
 
 def conv_input(x: Tensor, key_padding_mask: Tensor | None, dtype: torch.dtype, n: int) -> Tensor:
@@ -101,3 +93,17 @@ def glu_output(z: Tensor, key_padding_mask: Tensor | None, dtype: torch.dtype) -
 _conv_input = CudaCompiled(conv_input, "convolution input layout", dynamic=True)
 _conv_output = CudaCompiled(conv_output, "convolution skip and activation", dynamic=True)
 _glu_output = CudaCompiled(glu_output, "output GLU", dynamic=True)
+
+
+class _Path(NamedTuple):
+    """The pieces of one way through the block: the fast one, or the definition."""
+
+    conv_input: Callable
+    length: Callable[[int], int]  # the convolution's input length for a sequence of L
+    conv: Callable
+    conv_output: Callable
+    glu_output: Callable
+
+
+_FAST = _Path(_conv_input, fft_size, fftconv_padded, _conv_output, _glu_output)
+_REFERENCE = _Path(conv_input, lambda L: L, fftconv_reference, conv_output, glu_output)  # unpadded

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from registry import register
 from zoo.base import MixerConfig, config_field
-from zoo.layers._common import ACTIVATIONS, ConvBlock
+from zoo.layers._common import ACTIVATIONS, ConvBlock, glu_output
 from zoo.functional.ssm import (
     _validate_discretization,
     _validate_dt_range,
@@ -140,7 +140,7 @@ class S4D(ConvBlock):
         y, state = s4d_step(u_t, state, torch.exp(log_z).to(state.dtype), C_tilde.to(state.dtype))  # (B, H)
         y = y.to(u_t.dtype) + u_t * self.D.to(u_t.dtype)  # (B, H)
         y = self.drop(ACTIVATIONS[self.config.activation](y))
-        return self._mix(y).to(u_t.dtype), state  # (B, D)
+        return glu_output(self.out(y.to(self._mix_dtype(y))), None, u_t.dtype), state  # (B, D)
 
     # ------------------------------------------------------------------ optimisation
 
