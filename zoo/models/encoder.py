@@ -1,4 +1,4 @@
-"""Encoder and heads for sequence classification: one model for every registered mixer.
+"""The encoder and the classifier: one model for every registered mixer (blocks in ``block.py``, heads in ``heads.py``).
 
     Block:    x = x + DropPath(mixer(LN(x), mask));  x = x + DropPath(Mlp(LN(x)))      (pre-norm)
     Encoder:  tokens (B, L) int  -> Embedding   \\
@@ -19,23 +19,15 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
 from zoo.base import config_field, zero_padded
-from zoo.config import ResolvedLayer, resolve_layer
+from zoo.config import resolve_layer
+from zoo.models.block import NORMS, Block
+from zoo.models.heads import ClassificationHead, RetrievalHead
 
-__all__ = [
-    "Block",
-    "ClassificationHead",
-    "Classifier",
-    "Encoder",
-    "ModelConfig",
-    "RetrievalHead",
-    "build_model",
-]
+__all__ = ["Classifier", "Encoder", "ModelConfig", "build_model"]
 
-NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 POS_EMBS = ("none", "learned", "sinusoidal")
 POOLINGS = ("mean", "max")
 
@@ -65,29 +57,6 @@ class ModelConfig:
         for name in ("dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"model.{name}={getattr(self, name)}: must lie in [0, 1)")
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: ``x + DropPath(mixer(norm(x)))``, then ``x + DropPath(Mlp(norm(x)))``."""
-
-    def __init__(self, layer: ResolvedLayer, d_model: int, *, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 drop_path: float = 0.0, norm: str = "layernorm") -> None:
-        super().__init__()
-        if layer.config.d_model != d_model:
-            raise ValueError(f"layer config has d_model={layer.config.d_model}, the block {d_model}: resolve it "
-                             "with zoo.config.resolve_layer(..., d_model=...)")
-        self.layer_config = layer
-        self.norm1 = NORMS[norm](d_model)
-        self.mixer = layer.build()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = NORMS[norm](d_model)
-        self.mlp = Mlp(d_model, hidden_features=int(round(d_model * mlp_ratio)), drop=dropout)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x), key_padding_mask=key_padding_mask))  # (B, L, D)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, L, D)
-        return zero_padded(x, key_padding_mask)  # padded positions stay exactly 0 between blocks
 
 
 def sinusoidal_positions(max_len: int, d_model: int) -> Tensor:
@@ -178,38 +147,6 @@ class Encoder(nn.Module):
     def mixers(self) -> list[nn.Module]:
         """The mixer of every block (the trainer asks them for ``param_groups()``)."""
         return [b.mixer for b in self.blocks]
-
-
-class ClassificationHead(nn.Module):
-    """One pooled sequence ``(B, D)`` -> logits ``(B, C)``."""
-
-    n_inputs = 1
-
-    def __init__(self, d_model: int, n_classes: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(d_model, n_classes)
-
-    def forward(self, pooled: Sequence[Tensor]) -> Tensor:
-        (u,) = pooled
-        return self.fc(self.drop(u))  # (B, C)
-
-
-class RetrievalHead(nn.Module):
-    """Two pooled documents ``u, v`` ``(B, D)`` -> ``Mlp([u, v, u*v, u-v])`` -> logits ``(B, C)``.
-
-    The dual-encoder combination of the Long Range Arena's retrieval task (Tay et al. 2021).
-    """
-
-    n_inputs = 2
-
-    def __init__(self, d_model: int, n_classes: int, hidden: int | None = None, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.mlp = Mlp(4 * d_model, hidden_features=hidden or d_model, out_features=n_classes, drop=dropout)
-
-    def forward(self, pooled: Sequence[Tensor]) -> Tensor:
-        u, v = pooled
-        return self.mlp(torch.cat([u, v, u * v, u - v], dim=-1))  # (B, C)
 
 
 class Classifier(nn.Module):
