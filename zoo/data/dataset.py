@@ -12,6 +12,9 @@
 Everything a trainer needs is on the dataset: ``arrays`` (the stored rows, one array per input),
 ``labels``, ``lengths`` (``(N,)``, or ``(N, 2)`` for pairs), ``n_classes``, ``vocab_size``,
 ``has_padding`` and :meth:`ArrayDataset.convert` (stored rows -> model inputs, on any device).
+Token tasks (``kind == "token"``: MQAR, MAD) have ``labels`` of shape ``(N, L)`` with ``-100`` where
+a position is not scored, ``n_classes`` = the vocabulary, no padding (0 is an ordinary token), and
+``causal`` says whether each prediction may only see the past.
 :class:`ArrayDataset` takes such arrays directly (tests, custom data).
 """
 
@@ -38,16 +41,21 @@ def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class ArrayDataset(Dataset):
-    """Examples held as arrays: ``arrays`` (one ``(N, L)`` array per input), ``labels`` ``(N,)``,
-    ``lengths`` (tokens before padding: ``(N,)``, or ``(N, n_inputs)``).
+    """Examples held as arrays: ``arrays`` (one ``(N, L)`` array per input), ``labels`` ``(N,)`` (or
+    ``(N, L)`` per position for token tasks, ``-100`` = ignored), ``lengths`` (tokens before padding:
+    ``(N,)``, or ``(N, n_inputs)``).
 
     Args:
         vocab_size: token inputs (padded with ``PAD_ID``); ``None`` for float pixel inputs (no padding).
         pixels: how pixel rows become inputs (``tokens`` keeps them as 256 tokens, no padding).
+        padding: token inputs are padded with ``PAD_ID`` (``False``: 0 is an ordinary token).
+        kind: ``"classify"``, ``"pair"`` or ``"token"`` (the task's declared kind; picks the head).
+        causal: predictions may only see the past (the task's declared ``causal``).
     """
 
     def __init__(self, arrays: Sequence, labels, lengths, *, n_classes: int, vocab_size: int | None,
-                 pixels: str | None = None, pixel_stats: tuple[float, float] = (0.0, 1.0), name: str = "arrays"):
+                 pixels: str | None = None, pixel_stats: tuple[float, float] = (0.0, 1.0), name: str = "arrays",
+                 padding: bool = True, kind: str | None = None, causal: bool = False):
         self.task = name
         self.split = name
         self._arrays = tuple(arrays)
@@ -56,9 +64,13 @@ class ArrayDataset(Dataset):
         self.n_classes = int(n_classes)
         self.pixels = pixels
         self._mean, self._std = float(pixel_stats[0]), float(pixel_stats[1]) or 1.0
-        self.has_padding = pixels is None
+        self.has_padding = pixels is None and padding
         self.vocab_size = vocab_size if pixels in (None, "tokens") else None
         self.is_pair = len(self._arrays) == 2
+        self.kind = kind or ("token" if self.labels.ndim == 2 else "pair" if self.is_pair else "classify")
+        self.is_token = self.kind == "token"
+        self.causal = bool(causal)
+        _validate_labels(self)
         self.max_len = int(self._arrays[0].shape[1])
 
     @property
@@ -82,6 +94,8 @@ class ArrayDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} examples")
         rows = [self.convert(torch.from_numpy(np.array(a[i]))) for a in self.arrays]
+        if self.labels.ndim == 2:  # a label per position
+            return (*rows, torch.from_numpy(np.array(self.labels[i], dtype=np.int64)))
         return (*rows, int(self.labels[i]))
 
     def collate_fn(self, trim: bool = True):
@@ -91,6 +105,15 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         extra = "" if self.has_padding else f", pixels={self.pixels!r}"
         return f"{type(self).__name__}(task={self.task!r}, split={self.split!r}, n={len(self)}, max_len={self.max_len}{extra})"
+
+
+def _validate_labels(ds: ArrayDataset) -> None:
+    want = 2 if ds.kind == "token" else 1
+    if ds.labels.ndim != want:
+        raise ValueError(f"{ds.task}: kind={ds.kind!r} needs labels of {want} dimension(s) "
+                         f"({'(N, L), -100 where ignored' if want == 2 else '(N,)'}), got shape {ds.labels.shape}")
+    if want == 2 and ds.labels.shape[1] != ds.max_len:
+        raise ValueError(f"{ds.task}: per-position labels {ds.labels.shape} must match the inputs' length {ds.max_len}")
 
 
 class LRADataset(ArrayDataset):
@@ -107,10 +130,13 @@ class LRADataset(ArrayDataset):
         pix = (pixels or self.manifest.get("view", {}).get("pixels", "tokens")) if self.spec.is_pixels else None
         labels = np.load(self._path("labels"))
         lengths = [np.load(self._path(n.replace("inputs", "lengths"))) for n in self.spec.inputs]
+        enc = self.manifest["build"].get("encoding", {})  # per-config vocabulary of the token tasks
         super().__init__([np.load(self._path(n), mmap_mode="r") for n in self.spec.inputs], labels,
                          lengths[0] if len(lengths) == 1 else np.stack(lengths, axis=1),
-                         n_classes=self.spec.n_classes, vocab_size=self.spec.vocab_size or 256, pixels=pix,
-                         pixel_stats=(result.get("pixel_mean", 0.0), result.get("pixel_std", 1.0)), name=self.spec.name)
+                         n_classes=enc.get("n_classes", self.spec.n_classes),
+                         vocab_size=enc.get("vocab_size", self.spec.vocab_size) or 256, pixels=pix,
+                         pixel_stats=(result.get("pixel_mean", 0.0), result.get("pixel_std", 1.0)), name=self.spec.name,
+                         padding=self.spec.padding, kind=self.spec.kind, causal=self.spec.causal)
         self.split = split
 
     def _path(self, name: str) -> Path:
@@ -140,7 +166,10 @@ def collate(batch, *, trim: bool = True, has_padding: bool = True):
     trailing columns that are padding in every row are dropped. Use ``dataset.collate_fn()``.
     """
     cols = list(zip(*batch))
-    labels = torch.tensor(cols[-1], dtype=torch.long)
+    if isinstance(cols[-1][0], torch.Tensor):  # per-position labels (token tasks), (B, L)
+        labels = torch.stack(cols[-1])
+    else:
+        labels = torch.tensor(cols[-1], dtype=torch.long)
     seqs = [torch.stack(c) for c in cols[:-1]]  # each (B, L)
     if trim and has_padding:
         seqs = [_trim(s) for s in seqs]

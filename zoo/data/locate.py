@@ -42,7 +42,7 @@ def locate_all(root: str | os.PathLike, *, tasks: Iterable[str] | None = None, m
     root = Path(root).expanduser()
     if not root.is_dir():
         raise TaskNotFoundError(f"data root {root} is not a folder")
-    cfgs = _configs(tasks if tasks is not None else task_names(), configs)
+    cfgs = _configs(tasks if tasks is not None else [t for t in task_names() if get_task(t).has_files], configs)
     found: dict[str, list[Path]] = {t: [] for t in cfgs}
     queue = deque([(root, 0)])
     while queue:

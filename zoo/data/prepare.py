@@ -118,6 +118,8 @@ def prepare(task: str, root=None, *, options=None, cache_dir=None, strict: bool 
     try:
         src = _resolve_source(spec, cfg, root, max_depth)
         source = f"files under {root}" if src is not None else "a non-file source (see the manifest)"
+        if spec.arrays is not None:
+            source = "generated from the config (no files)"
     except TaskNotFoundError as exc:
         if generate is None or spec.generator is None:
             if spec.generator is not None:
@@ -180,7 +182,7 @@ def _build(spec: TaskSpec, cfg, src: Path | None, tmp: Path, build: dict, *, str
     return {
         "task": spec.name,
         "build": build,
-        "source_dir": str(src) if src is not None else "HF datasets",
+        "source_dir": str(src) if src is not None else ("generated" if spec.arrays is not None else "HF datasets"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "zoo_version": _zoo_version(),
         "result": result,
@@ -188,13 +190,18 @@ def _build(spec: TaskSpec, cfg, src: Path | None, tmp: Path, build: dict, *, str
 
 
 def _stats(lengths: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
+    if labels.ndim == 2:  # a label per position (token tasks): how many are scored, not a histogram
+        scored = (labels >= 0).sum(axis=1)
+        counts = {"labelled_per_example": round(float(scored.mean()), 2)}
+    else:
+        counts = {"label_counts": np.bincount(labels, minlength=n_classes).tolist()}
     return {
         "n": int(labels.size),
         "length_min": int(lengths.min()),
         "length_mean": round(float(lengths.mean()), 2),
         "length_median": float(np.median(lengths)),
         "length_max": int(lengths.max()),
-        "label_counts": np.bincount(labels, minlength=n_classes).tolist(),
+        **counts,
     }
 
 

@@ -30,7 +30,8 @@ def describe(data: PreparedTask, n_examples: int = 3, split: str = "train") -> s
     for name, st in r["splits"].items():
         lens = f"{st['length_min']} / {st['length_median']:g} / {st['length_mean']:g} / {st['length_max']}"
         src = r.get("split_sources", {}).get(name, "")
-        lines.append(f"  {name:<6} {st['n']:>8}  {lens:>34}  {st['label_counts']}  {src}")
+        labels = st["label_counts"] if "label_counts" in st else f"{st['labelled_per_example']:g} labelled/example"
+        lines.append(f"  {name:<6} {st['n']:>8}  {lens:>34}  {labels}  {src}")
     skipped = r.get("skipped_rows", {}).get("skipped_rows", 0)
     if skipped or r.get("skipped_images"):
         lines.append(f"  skipped: {skipped} malformed row(s), {r.get('skipped_images', 0)} unreadable image(s)")

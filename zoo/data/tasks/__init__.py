@@ -1,4 +1,5 @@
-"""The LRA tasks, one module each; every import line below registers the task(s) beside it.
+"""The tasks: the LRA tasks one module each, the synthetic ones (MQAR, MAD) in ``synthetic``;
+every import line below registers the task(s) beside it.
 
     from zoo.data.tasks import get_task
     spec = get_task("listops")           # a TaskSpec: config, classes, vocabulary, files, builder, generator
@@ -12,5 +13,6 @@ from zoo.data.tasks import text  # noqa: E402,F401  text
 from zoo.data.tasks import retrieval  # noqa: E402,F401  retrieval
 from zoo.data.tasks import image  # noqa: E402,F401  image
 from zoo.data.tasks import pathfinder  # noqa: E402,F401  pathfinder, pathx
+from zoo.data.tasks import synthetic  # noqa: E402,F401  mqar and MAD's six tasks (generated, per-token labels)
 
 __all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]

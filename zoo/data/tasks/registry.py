@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]
+__all__ = ["KINDS", "GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,14 @@ class TaskSpec:
             task folder under the root (the default); ``None`` means a non-file source for ``build``.
         check: ``(cfg) -> None``: warn about protocol choices that deserve it.
         generator: an offline generator, or ``None``.
+        kind: what is predicted, which picks the model's head and loss (never the name):
+            ``"classify"`` (one label per example), ``"pair"`` (one label per pair of inputs, a dual
+            encoder) or ``"token"`` (a label per position, ``-100`` where ignored).
+        causal: each prediction may only see the past (next-token style tasks: MQAR, MAD); a
+            trainer sets its layers' ``causal`` field and refuses layers that cannot be causal.
+        arrays: ``(cfg, split) -> (inputs, labels)`` for a task generated in memory from its config
+            (the synthetic tasks: no files; ``build`` writes these arrays into the cache).
+        padding: token 0 is padding (LRA's token tasks); ``False`` where 0 is an ordinary token.
     """
 
     name: str
@@ -85,6 +93,10 @@ class TaskSpec:
     resolve_source: Callable | None = None
     check: Callable | None = None
     generator: GeneratorSpec | None = None
+    kind: str = "classify"
+    causal: bool = False
+    arrays: Callable | None = None
+    padding: bool = True
 
     @property
     def is_pair(self) -> bool:
@@ -98,7 +110,17 @@ class TaskSpec:
 
     @property
     def has_padding(self) -> bool:
-        return not self.is_pixels
+        return self.padding and not self.is_pixels
+
+    @property
+    def is_token(self) -> bool:
+        """A label per position (``labels`` is ``(N, L)``, ``-100`` where ignored)."""
+        return self.kind == "token"
+
+    @property
+    def has_files(self) -> bool:
+        """The task is read from files (``False``: generated in memory from its config)."""
+        return self.arrays is None
 
     def default_config(self):
         return self.config_class(**self.defaults)
@@ -175,8 +197,19 @@ def _key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
 
+KINDS = ("classify", "pair", "token")
+
+
+def _validate_kind(spec: TaskSpec) -> None:
+    if spec.kind not in KINDS:
+        raise ValueError(f"task {spec.name!r}: kind={spec.kind!r}; declare one of {', '.join(KINDS)}")
+    if (spec.kind == "pair") != (len(spec.inputs) == 2):
+        raise ValueError(f"task {spec.name!r}: kind='pair' goes with exactly two inputs, got {spec.inputs}")
+
+
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Add ``spec``; a name or alias used twice raises."""
+    """Add ``spec``; a name or alias used twice, or an unknown ``kind``, raises."""
+    _validate_kind(spec)
     for n in (spec.name, *spec.aliases):
         k = _key(n)
         if k in _ALIASES:

@@ -114,6 +114,7 @@ def _describe(ds, i: int) -> list[str]:
 
 register_task(TaskSpec(
     name="retrieval",
+    kind="pair",
     summary="AAN citation pairs (dual encoder), 2 classes, 2 x 4000 bytes",
     config_class=RetrievalConfig,
     n_classes=2,
