@@ -70,8 +70,8 @@ class ArrayDataset(Dataset):
         self.kind = kind or ("token" if self.labels.ndim == 2 else "pair" if self.is_pair else "classify")
         self.is_token = self.kind == "token"
         self.causal = bool(causal)
-        _validate_labels(self)
         self.max_len = int(self._arrays[0].shape[1])
+        _validate_labels(self)
 
     @property
     def arrays(self) -> tuple:

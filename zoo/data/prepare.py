@@ -196,7 +196,7 @@ def _stats(lengths: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     else:
         counts = {"label_counts": np.bincount(labels, minlength=n_classes).tolist()}
     return {
-        "n": int(labels.size),
+        "n": int(labels.shape[0]),
         "length_min": int(lengths.min()),
         "length_mean": round(float(lengths.mean()), 2),
         "length_median": float(np.median(lengths)),

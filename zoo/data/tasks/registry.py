@@ -105,8 +105,9 @@ class TaskSpec:
 
     @property
     def is_pixels(self) -> bool:
-        """Pixel inputs: full length, no padding (a pixel 0 is a real token)."""
-        return self.vocab_size is None
+        """Pixel inputs: full length, no padding (a pixel 0 is a real token). Token tasks (whose
+        vocabulary is a config field, hence ``vocab_size=None`` here) are never pixels."""
+        return self.vocab_size is None and self.kind != "token"
 
     @property
     def has_padding(self) -> bool:
