@@ -79,7 +79,7 @@ class ArrayDataset(Dataset):
 
     def convert(self, rows: torch.Tensor) -> torch.Tensor:
         """Stored rows (``uint8``/``int16``/... on any device) -> the model's input tensor."""
-        if self.has_padding or self.pixels == "tokens":
+        if self.pixels in (None, "tokens"):  # token ids (padded or not)
             return rows.long()
         return pixel_values(rows, self.pixels, self._mean, self._std)
 
