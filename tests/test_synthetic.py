@@ -283,3 +283,18 @@ def test_cli_data_show_mqar(tmp_path, capsys):
     rc = main(["data", "show", "mqar", "seq_len=63", "--root", str(tmp_path), "--cache-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2 and "seq_len=63 must be even" in err and "Traceback" not in err
+
+
+def test_task_yamls_are_the_baselines():
+    """configs/tasks/<name>.yaml for every synthetic task: valid, and equal to the registered defaults
+    (MAD's baseline settings, zoology's defaults)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "tasks"
+    for name in synthetic_tasks():
+        doc = yaml.safe_load((root / f"{name}.yaml").read_text())
+        spec = get_task(doc["name"])
+        assert spec.name == name
+        assert spec.make_config(doc["options"]) == spec.default_config()
