@@ -22,8 +22,8 @@ SMALL = {"num_train_examples": 300, "num_test_examples": 200}
 # ---------------------------------------------------------------- MQAR
 
 
-def _mqar_check(x, y, V, L, k):
-    """Every example against the definition; returns the first key's query gap per example."""
+def _mqar_check(x, y, V, L, k, which=0):
+    """Every example against the definition; returns key ``which``'s query gap per example."""
     n = x.shape[0]
     assert x.shape == y.shape == (n, L) and x.dtype == y.dtype == np.int64
     keys, values = x[:, 0:2 * k:2], x[:, 1:2 * k:2]
@@ -40,7 +40,7 @@ def _mqar_check(x, y, V, L, k):
         order = [int(np.nonzero(keys[i] == q)[0][0]) for q in queried]  # each label is a queried key's value
         assert sorted(order) == list(range(k)), "each key is queried exactly once"
         assert (y[i, pos] == values[i, order]).all(), "label = the value of the key at that position"
-        gap0[i] = (pos[order.index(0)] - 2 * k) // 2
+        gap0[i] = (pos[order.index(which)] - 2 * k) // 2
     return gap0
 
 
@@ -89,6 +89,33 @@ def test_mqar_gap_distribution_ks():
     x1, y1 = synthetic("mqar", seed=11, vocab_size=V, seq_len=L, num_kv_pairs=k, num_train_examples=n, power_a=1.0)
     g1 = _mqar_check(x1, y1, V, L, k)
     assert _ks(g1, uniform) < crit and _ks(g1, p) > 3 * crit
+
+
+def test_mqar_second_gap_is_drawn_without_replacement():
+    """Key 2's gap follows successive sampling: P(j) = sum_i p_i p_j / (1 - p_i), i != j."""
+    V, L, k, n = 256, 40, 4, 4000
+    x, y = synthetic("mqar", seed=12, vocab_size=V, seq_len=L, num_kv_pairs=k, num_train_examples=n)
+    g2 = _mqar_check(x, y, V, L, k, which=1)
+    p = gap_probabilities(MQARConfig(vocab_size=V, seq_len=L, num_kv_pairs=k))
+    q = p * ((p / (1 - p)).sum() - p / (1 - p))  # (space,) the exact law of the second draw
+    assert abs(q.sum() - 1) < 1e-9
+    crit = 1.63 / np.sqrt(n)
+    assert _ks(g2, q) < crit and _ks(g2, p) > crit, "second draw: not p itself (that would be with replacement)"
+
+
+@pytest.mark.parametrize("V, L, k", [(64, 32, 4), (40, 32, 8)])  # rejection path; top-k-of-scores path
+def test_mqar_keys_and_values_uniform(V, L, k):
+    n = 3000
+    x, _ = synthetic("mqar", seed=1, vocab_size=V, seq_len=L, num_kv_pairs=k, num_train_examples=n)
+    for lo, hi, cols in ((1, V // 2, x[:, 0:2 * k:2]), (V // 2, V, x[:, 1:2 * k:2])):
+        assert (np.diff(np.sort(cols, 1), axis=1) > 0).all()
+        counts = np.bincount(cols.ravel() - lo, minlength=hi - lo)
+        assert counts.size == hi - lo
+        e = cols.size / (hi - lo)
+        chi2 = ((counts - e) ** 2 / e).sum()
+        assert chi2 < (hi - lo - 1) + 6 * np.sqrt(2 * (hi - lo - 1)), f"chi2 {chi2:.1f}: not uniform on [{lo}, {hi})"
+        first = np.bincount(cols[:, 0] - lo, minlength=hi - lo)  # the order within a row is random too
+        assert first.min() > 0
 
 
 def test_mqar_deterministic_and_disjoint_splits():
