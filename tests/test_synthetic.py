@@ -180,6 +180,17 @@ def test_in_context_recall_definition():
             assert (yi[1::2] == IGN).all(), "labels sit on the key positions (the value is the next token)"
 
 
+def test_single_query_recall_has_the_copy_prefix_and_one_target():
+    x, y = synthetic("in_context_recall", "test", seed=1, multi_query=False, **SMALL)
+    assert x.shape[1] == 128, "single-query: 126 pair tokens + copy prefix + probe key (+ value, shifted off)"
+    assert (x[:, -2] == 15).all() and ((y != IGN).sum(1) == 1).all() and (y[:, -1] != IGN).all()
+    keys = x[:, :-2:2]
+    assert (keys < 7).all() and (x[:, 1:-2:2] >= 7).all() and (x[:, 1:-2:2] < 15).all()  # ns = 15
+    for xi, yi in zip(x, y):
+        shown = {int(k): int(v) for k, v in zip(xi[:-2:2], xi[1:-2:2])}
+        assert yi[-1] == shown[int(xi[-1])], "the probe's value is the one shown for its key"
+
+
 def test_noisy_recall_noise_vocab_and_never_labelled():
     x, y = synthetic("noisy_in_context_recall", "test", seed=2, **SMALL)
     noise = x >= 16  # V=32, 16 noise tokens: ordinary [0,16), noise [16,32)
