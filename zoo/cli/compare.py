@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 EPILOG = """\
@@ -19,8 +20,8 @@ COMPARISON is a name in configs/comparisons/ or a YAML path; overrides are Omega
 (experiment, layers, seeds, budget.*, baseline, overrides, only, sweep, execution.*). Every run is a
 resumable `zoo train` run folder under OUT/<comparison>/runs/ (OUT defaults to runs/, as in `make
 run`); run the same command again after a stop to resume the unfinished runs (finished ones are
-skipped). A failed run is recorded (failed.json) and the others go on; a full or read-only disk
-stops the grid (exit 2). The report: OUT/<comparison>/table.md, results.json, curves.png, cost.png.
+skipped). A failed run is recorded (failed.json, the report) and the others go on (exit 1 at the
+end); a full or read-only disk stops the grid (exit 2). The report: OUT/<comparison>/table.md, results.json, curves.png, cost.png.
 """
 
 
@@ -31,11 +32,12 @@ def _cmd_compare(args) -> int:
 
     cfg, name = load_comparison(args.comparison, args.overrides)
     try:
-        run_grid(cfg, name, args.out, progress=not args.no_progress)
+        folder = run_grid(cfg, name, args.out, progress=not args.no_progress)
     except DiskError as exc:  # the grid stopped cleanly: finished runs and checkpoints are kept
         print(f"zoo compare: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    failed = folder / "failed.json"
+    return 1 if failed.exists() and json.loads(failed.read_text()) else 0
 
 
 def add_compare_parser(sub) -> None:

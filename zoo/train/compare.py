@@ -287,6 +287,9 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", 
     try:
         if todo:
             failed.update(EXECUTORS[executor](todo, folder, cfg.execution, progress))
+    except DiskError as exc:
+        failed.update(exc.failed)
+        raise
     finally:
         failed = {n: why for n, why in failed.items() if not _finished(folder / "runs" / n)}
         _save_failures(folder, failed)

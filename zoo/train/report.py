@@ -119,7 +119,8 @@ def format_table(rows: list[dict], baseline: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = "-" if r["test_acc_mean"] is None else f"{_pct(r['test_acc_mean'])} ± {_pct(r['test_acc_std'])}"
-        within = {True: "yes", False: f"NO ({r['params_vs_baseline']:.2f}x)", None: "-"}[r["within_param_budget"]]
+        within = ("-" if r["within_param_budget"] is None else "yes" if r["within_param_budget"] else
+                  f"NO ({r['params_vs_baseline']:.2f}x)")
         cells = (r["layer"], *[str(r["setting"][k]) for k in axes], acc, f"{r['n']}/{r['planned']}",
                  _pct(r["best_val_acc_mean"]), "-" if r["params"] is None else f"{r['params']:,}", within,
                  _with_range(r["tokens_per_s"], r["tokens_per_s_range"], ",.0f"),

@@ -17,11 +17,19 @@ __all__ = ["AUTO", "EXECUTORS", "DiskError", "check_executor", "disk_error", "re
 EXECUTORS: Dict[str, Callable] = {}
 AUTO = "auto"
 _DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-_DISK_TEXT = ("No space left on device", "Read-only file system", "Disk quota exceeded")
+_DISK_TEXT = ("No space left on device", "Read-only file system", "Disk quota exceeded",
+              "file write failed")  # the last: torch's checkpoint writer, which drops the errno
 
 
 class DiskError(OSError):
-    """A run could not write its folder (full disk, read-only file system): the grid stops, exit 2."""
+    """A run could not write its folder (full disk, read-only file system): the grid stops, exit 2.
+
+    ``failed``: ``{run name: one-line reason}`` of the run(s) that hit it, recorded by the grid.
+    """
+
+    def __init__(self, message: str, failed: dict | None = None) -> None:
+        super().__init__(message)
+        self.failed = dict(failed or {})
 
 
 def register(name: str) -> Callable[[Callable], Callable]:

@@ -26,9 +26,10 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001  one failed run must not end the grid
+            failed[r.run_name] = one_line(exc)
             if disk_error(exc):
                 raise DiskError(f"{r.run_name}: cannot write under {folder}: {one_line(exc)}; free space or choose "
-                                "a writable --out, then run the same command again (finished runs are kept)") from None
-            failed[r.run_name] = one_line(exc)
+                                "a writable --out, then run the same command again (finished runs are kept)",
+                                failed) from None
             print(f"zoo compare: {r.run_name} failed: {failed[r.run_name]}; going on with the others", file=sys.stderr)
     return failed

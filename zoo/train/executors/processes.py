@@ -74,7 +74,7 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
                     if disk_error(tail):
                         _stop(running)
                         raise DiskError(f"{r.run_name}: cannot write under {folder}: {one_line(tail)}; free space "
-                                        "or choose a writable --out, then run the same command again")
+                                        "or choose a writable --out, then run the same command again", failed)
     except KeyboardInterrupt:
         _stop(running)
         raise

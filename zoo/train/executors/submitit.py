@@ -38,5 +38,5 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
             print(f"zoo compare: {r.run_name} failed: {failed[r.run_name]}", file=sys.stderr)
     if disk:
         raise DiskError(f"{disk}: cannot write under {folder}: {failed[disk]}; free space or choose a writable "
-                        "--out, then run the same command again (finished runs are kept)")
+                        "--out, then run the same command again (finished runs are kept)", failed)
     return failed
