@@ -132,3 +132,40 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
     code = run_cli(["compare", comparison(tmp_path, seeds="[0]", steps=2), "--out", blocker])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "choose a writable --out" in err, err
+
+
+def _script_runs(tmp_path, monkeypatch, scripts: dict):
+    """GridRuns whose `zoo train` process is replaced by a tiny script (exit code and output chosen)."""
+    import sys
+
+    from zoo.train.compare import GridRun
+    from zoo.train.executors import processes
+
+    monkeypatch.setattr(processes, "command", lambda r, folder: [sys.executable, "-c", scripts[r.run_name]])
+    return [GridRun(label=n, layer="s4d", seed=0, experiment="x", overrides=["layer=s4d"], run_name=n)
+            for n in scripts]
+
+
+def test_the_processes_executor_records_a_failed_process_and_goes_on(tmp_path, monkeypatch):
+    from zoo.train.compare import ExecutionConfig
+    from zoo.train.executors import processes
+
+    todo = _script_runs(tmp_path, monkeypatch, {
+        "bad": "import sys; print('step 1'); print('zoo train: error: loss is nan at step 3'); sys.exit(3)",
+        "good": "print('done')"})
+    failed = processes.run(todo, tmp_path, ExecutionConfig(runs_per_gpu=1, gpus=[]), False)
+    assert failed == {"bad": "exit 3: zoo train: error: loss is nan at step 3"}
+    assert (tmp_path / "runs" / "good.log").read_text() == "done\n"
+
+
+def test_the_processes_executor_stops_on_a_full_disk(tmp_path, monkeypatch):
+    from zoo.train.compare import ExecutionConfig
+    from zoo.train.executors import DiskError, processes
+
+    todo = _script_runs(tmp_path, monkeypatch, {
+        "full": "import sys; print('OSError: [Errno 28] No space left on device'); sys.exit(2)",
+        "next": "open('started', 'w')"})
+    with pytest.raises(DiskError, match="full: cannot write under .*No space left on device") as info:
+        processes.run(todo, tmp_path, ExecutionConfig(runs_per_gpu=1, gpus=[]), False)
+    assert info.value.failed == {"full": "exit 2: OSError: [Errno 28] No space left on device"}
+    assert not (Path.cwd() / "started").exists()  # the next run was never started

@@ -1,21 +1,24 @@
-"""The comparison grid: every listed layer (and seed) trained under one budget, one table, one picture.
+"""The comparison grid: every listed layer (and seed, and sweep setting) trained under one budget, one table.
 
 A comparison (``configs/comparisons/<name>.yaml``, OmegaConf, dotlist overrides, unknown keys are
 errors) names a base experiment, the layers (registry names, with optional fields, a display
-``label`` and experiment ``overrides`` of their own), the seeds and the budget (epochs or steps,
-identical for every run)::
+``label`` and experiment ``overrides`` of their own), the seeds, the budget (epochs or steps,
+identical for every run) and optional sweep axes::
 
     experiment: listops_small
     layers: [vanilla, las, s4d, {name: local, label: local-a0.1, alpha_max: 0.1}]
     seeds: [0, 1]
     budget: {epochs: 2}
     baseline: vanilla                 # parameters of the others are checked against it (LRA's 10% rule)
+    sweep: {optim.lr: [3e-4, 1e-3]}   # optional: every layer x seed per value (zoo.train.sweep)
 
-Every run is an ordinary resumable ``zoo train`` run folder, ``OUT/<comparison>/runs/<label>-seed<k>``:
-stopping the comparison and starting it again resumes the unfinished runs and skips the finished
-ones. The runs execute one after another in this process (CPU), several at a time in separate
-``zoo train`` processes spread over the GPUs (``execution.runs_per_gpu``, ``CUDA_VISIBLE_DEVICES``
-per process), or as a job array on a cluster through submitit (``execution.executor=submitit``).
+Every run is an ordinary resumable ``zoo train`` run folder,
+``OUT/<comparison>/runs/<label>[-<sweep values>]-seed<k>`` (OUT defaults to ``runs``, as in
+``make run``): stopping the comparison and starting it again resumes the unfinished runs and
+skips the finished ones. Where the runs execute is a declared executor
+(:mod:`zoo.train.executors`: ``local`` in this process, ``processes`` spread over the GPUs,
+``submitit`` as a job array), checked when the config is read. A failed run is recorded
+(``failed.json``) and the others go on; a full or read-only disk stops the grid.
 ``zoo.train.report`` turns the runs' own summaries into ``table.md``, ``results.json``,
 ``curves.png`` and ``cost.png``.
 """
