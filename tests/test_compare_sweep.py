@@ -160,3 +160,15 @@ def test_zoo_compare_and_make_run_write_the_same_folder():
     assert args.out == "runs"
     run_target = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
     assert "zoo compare listops_small" in run_target and "--out" not in run_target
+
+
+def test_sweep_axes_nest_or_dot_and_multiply_the_plan(tmp_path):
+    from zoo.train.compare import load_comparison, plan
+
+    grid = comparison(tmp_path, layers="[s4d, vanilla]", seeds="[0, 1]")
+    for sweep in ("{optim: {lr: [1e-3, 3e-3]}, train.batch_size: [8]}", "{optim.lr: [1e-3, 3e-3], train: {batch_size: [8]}}"):
+        cfg, _ = load_comparison(str(grid), [f"sweep={sweep}"])
+        runs = plan(cfg)
+        assert len(runs) == 2 * 2 * 1 * 2
+        assert runs[0].run_name == "s4d-lr1e-3-batch_size8-seed0" and runs[-1].run_name == "vanilla-lr3e-3-batch_size8-seed1"
+        assert "optim.lr=0.003" in runs[-1].overrides and "train.batch_size=8" in runs[-1].overrides

@@ -178,10 +178,12 @@ def _sweep_axes(sweep: dict, prefix: str = "") -> dict:
 
 def _check_setting(cfg: ComparisonConfig, settings: list[dict]) -> None:
     """Load the experiment with each swept value once: an unknown key or a mistyped value is one line."""
+    _, name, fields, over = _entry(cfg.layers[0])
     for key in settings[0] if settings else ():
         for value in {json.dumps(s[key], sort_keys=True): s[key] for s in settings}.values():
             try:
-                load_experiment(cfg.experiment, [*cfg.overrides, *setting_dotlist({key: value})])
+                load_experiment(cfg.experiment, [*cfg.overrides, f"layer={name}", *over, *setting_dotlist({key: value})],
+                                layer_fields=fields)
             except ExperimentConfigError as exc:
                 raise ExperimentConfigError(f"sweep.{key}={value!r}: {exc}") from None
 
@@ -306,7 +308,10 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", 
 def _failures(folder: Path, runs: list[GridRun]) -> dict[str, str]:
     """The failures recorded by earlier calls, for the runs of this grid."""
     p = folder / "failed.json"
-    old = json.loads(p.read_text()) if p.exists() else {}
+    try:
+        old = json.loads(p.read_text()) if p.exists() else {}
+    except (OSError, ValueError):  # unreadable: the runs it named are simply retried
+        old = {}
     names = {r.run_name for r in runs}
     return {n: why for n, why in old.items() if n in names}
 

@@ -186,7 +186,7 @@ def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, exe
     files = [folder / "table.md", folder / "results.json",
              plot_curves(folder, picked, folder / "curves.png", title),
              plot_cost(picked, folder / "cost.png", title)]
-    print(header.rstrip("\n"))
+    print(header.rstrip("\n") + "\n")
     print(table + notes.rstrip("\n"))
     for f in files:
         print(f"wrote {f}")
