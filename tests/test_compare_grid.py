@@ -29,6 +29,16 @@ def test_executors_are_declared_and_an_unknown_one_is_one_line_before_anything(t
     assert not (tmp_path / "results").exists()  # no grid.json written
 
 
+@pytest.mark.parametrize("cuda,want", [(True, "processes"), (False, "local")])
+def test_auto_is_processes_on_gpus_and_local_on_the_cpu(monkeypatch, cuda, want):
+    import torch
+
+    from zoo.train.executors import resolve
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve("auto") == want
+
+
 def test_a_new_executor_is_one_registration(tmp_path, monkeypatch):
     from zoo.train import executors
     from zoo.train.compare import load_comparison, run_grid
