@@ -44,6 +44,8 @@ from zoo.base import config_field
 from zoo.config import load_named, parse_overrides
 from zoo.train.executors import EXECUTORS, DiskError, check_executor, resolve
 from zoo.train.experiment import ExperimentConfigError, load_experiment
+from zoo.train.report import finished as _finished
+from zoo.train.report import write_report
 from zoo.train.sweep import check_sweep, combinations, setting_dotlist, setting_name
 
 __all__ = ["BudgetConfig", "ComparisonConfig", "ExecutionConfig", "GridRun", "load_comparison", "plan", "run_grid"]
@@ -266,8 +268,6 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", 
     A run that fails is recorded in ``failed.json`` (name and one-line reason) and the others go on;
     a full or read-only disk stops the grid (:class:`~zoo.train.executors.DiskError`).
     """
-    from zoo.train.report import write_report
-
     runs = plan(cfg)
     executor = resolve(cfg.execution.executor)
     folder = Path(out).expanduser() / name
@@ -322,15 +322,3 @@ def _save_failures(folder: Path, failed: dict[str, str]) -> None:
             atomic_write_text(folder / "failed.json", json.dumps(failed, indent=2) + "\n")
     except OSError:  # the disk that failed the runs: the error already says so
         pass
-
-
-def _finished(run_dir: Path) -> bool:
-    """Whether a run folder holds a complete, tested run (the report reads the same answer)."""
-    p = run_dir / "summary.json"
-    if not p.exists():
-        return False
-    try:
-        s = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return False
-    return s.get("status") == "complete" and s.get("test_acc") is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from zoo.train.executors import DiskError, disk_error, one_line, register
+from zoo.train.executors.base import DiskError, disk_error, one_line, register
 
 
 @register("local")

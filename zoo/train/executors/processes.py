@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.train.executors import DiskError, disk_error, one_line, register
+from zoo.train.executors.base import DiskError, disk_error, one_line, register
 
 
 def command(r, folder: Path) -> list[str]:
