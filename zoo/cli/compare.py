@@ -21,7 +21,8 @@ COMPARISON is a name in configs/comparisons/ or a YAML path; overrides are Omega
 resumable `zoo train` run folder under OUT/<comparison>/runs/ (OUT defaults to runs/, as in `make
 run`); run the same command again after a stop to resume the unfinished runs (finished ones are
 skipped). A failed run is recorded (failed.json, the report) and the others go on (exit 1 at the
-end); a full or read-only disk stops the grid (exit 2). The report: OUT/<comparison>/table.md, results.json, curves.png, cost.png.
+end); a full or read-only disk stops the grid (exit 2). The report: OUT/<comparison>/table.md,
+results.json, curves.png, cost.png.
 """
 
 
