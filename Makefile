@@ -27,7 +27,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/zoo compare listops_small --out runs
+	$(BIN)/zoo compare listops_small
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)

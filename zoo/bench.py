@@ -28,7 +28,7 @@ import registry
 from zoo.config import resolve_layer
 from zoo.measure import environment, peak_mib, timings_ms
 
-__all__ = ["BASELINE", "Row", "compare_runs", "default_layers", "format_markdown", "format_table", "load_run",
+__all__ = ["BASELINE", "Row", "compare_runs", "default_layers", "format_markdown", "fwd_bwd_step", "format_table", "load_run",
            "measure", "plot", "save", "save_benchmark_run"]
 
 #: the materialised LaS operator: every L x L matrix built (the definition, and the cost to beat)
@@ -69,6 +69,23 @@ def _spread(times: list[float]) -> float:
     return 50.0 * (q[2] - q[0]) / statistics.median(times)
 
 
+def fwd_bwd_step(name: str, length: int, overrides: Iterable[str] = (), *, batch: int = 2, d_model: int = 512,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, max_len: int | None = None):
+    """``(layer, x, step)``: the layer by name (its ``configs/layers`` YAML plus overrides, resolved once),
+    a random ``(batch, length, d_model)`` input and one forward + backward of it, the unit that both
+    ``zoo bench`` and the pytest-benchmark suite (``benchmarks/test_bench_layers.py``) time."""
+    layer = resolve_layer(name, list(overrides), d_model=d_model, max_len=max_len or length).build()
+    layer = layer.to(device=device, dtype=dtype)
+    x = torch.randn(batch, length, d_model, device=device, dtype=dtype, requires_grad=True)  # (B, L, D)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).float().sum().backward()
+
+    return layer, x, step
+
+
 def measure(layers: Sequence[str], lengths: Sequence[int], *, batch: int = 2, d_model: int = 512,
             device: str = "cpu", dtype: torch.dtype = torch.float32, reps: int = 3, overrides: Iterable[str] = (),
             baseline: bool = True, progress: bool = True) -> list[Row]:
@@ -86,15 +103,8 @@ def measure(layers: Sequence[str], lengths: Sequence[int], *, batch: int = 2, d_
         bar.set_postfix_str(f"{label} L={L}")
         torch.manual_seed(0)
         try:
-            layer = resolve_layer(name, [*overrides, *extra], d_model=d_model, max_len=max(lengths)).build()
-            layer = layer.to(device=dev, dtype=dtype)
-            x = torch.randn(batch, L, d_model, device=dev, dtype=dtype, requires_grad=True)
-
-            def step():
-                layer.zero_grad(set_to_none=True)
-                x.grad = None
-                layer(x).float().sum().backward()
-
+            layer, x, step = fwd_bwd_step(name, L, [*overrides, *extra], batch=batch, d_model=d_model, device=dev,
+                                          dtype=dtype, max_len=max(lengths))
             kernel = layer.kernel_name(x)
             times = timings_ms(step, dev, reps, warmup=1)
             peak = peak_mib(step, dev)

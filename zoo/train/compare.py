@@ -1,21 +1,24 @@
-"""The comparison grid: every listed layer (and seed) trained under one budget, one table, one picture.
+"""The comparison grid: every listed layer (and seed, and sweep setting) trained under one budget, one table.
 
 A comparison (``configs/comparisons/<name>.yaml``, OmegaConf, dotlist overrides, unknown keys are
 errors) names a base experiment, the layers (registry names, with optional fields, a display
-``label`` and experiment ``overrides`` of their own), the seeds and the budget (epochs or steps,
-identical for every run)::
+``label`` and experiment ``overrides`` of their own), the seeds, the budget (epochs or steps,
+identical for every run) and optional sweep axes::
 
     experiment: listops_small
     layers: [vanilla, las, s4d, {name: local, label: local-a0.1, alpha_max: 0.1}]
     seeds: [0, 1]
     budget: {epochs: 2}
     baseline: vanilla                 # parameters of the others are checked against it (LRA's 10% rule)
+    sweep: {optim.lr: [3e-4, 1e-3]}   # optional: every layer x seed per value (zoo.train.sweep)
 
-Every run is an ordinary resumable ``zoo train`` run folder, ``OUT/<comparison>/runs/<label>-seed<k>``:
-stopping the comparison and starting it again resumes the unfinished runs and skips the finished
-ones. The runs execute one after another in this process (CPU), several at a time in separate
-``zoo train`` processes spread over the GPUs (``execution.runs_per_gpu``, ``CUDA_VISIBLE_DEVICES``
-per process), or as a job array on a cluster through submitit (``execution.executor=submitit``).
+Every run is an ordinary resumable ``zoo train`` run folder,
+``OUT/<comparison>/runs/<label>[-<sweep values>]-seed<k>`` (OUT defaults to ``runs``, as in
+``make run``): stopping the comparison and starting it again resumes the unfinished runs and
+skips the finished ones. Where the runs execute is a declared executor
+(:mod:`zoo.train.executors`: ``local`` in this process, ``processes`` spread over the GPUs,
+``submitit`` as a job array), checked when the config is read. A failed run is recorded
+(``failed.json``) and the others go on; a full or read-only disk stops the grid.
 ``zoo.train.report`` turns the runs' own summaries into ``table.md``, ``results.json``,
 ``curves.png`` and ``cost.png``.
 """
@@ -27,8 +30,6 @@ import difflib
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,11 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo._io import atomic_write_text
 from zoo.base import config_field
 from zoo.config import load_named, parse_overrides
+from zoo.train.executors import EXECUTORS, DiskError, check_executor, resolve
 from zoo.train.experiment import ExperimentConfigError, load_experiment
+from zoo.train.report import finished as _finished
+from zoo.train.report import write_report
+from zoo.train.sweep import check_sweep, combinations, setting_dotlist, setting_name
 
 __all__ = ["BudgetConfig", "ComparisonConfig", "ExecutionConfig", "GridRun", "load_comparison", "plan", "run_grid"]
 
@@ -58,8 +63,8 @@ class BudgetConfig:
 class ExecutionConfig:
     """Where the runs execute."""
 
-    executor: str = config_field("auto", "auto (in this process on CPU, processes on GPUs) | local | processes | "
-                                         "submitit")
+    executor: str = config_field("auto", "auto (in this process on CPU, processes on GPUs), or a name in "
+                                         "zoo.train.executors: local | processes | submitit")
     runs_per_gpu: int = config_field(3, "concurrent runs on each GPU (their warm-ups and evaluations overlap; "
                                                 "graphed steps share the GPU's throughput)")
     gpus: Optional[List[int]] = config_field(None, "GPU indices to use (default: every visible GPU)")
@@ -80,12 +85,20 @@ class ComparisonConfig:
     overrides: List[str] = config_field([], "experiment overrides applied to every run (dotlist)")
     only: Optional[List[str]] = config_field(None, "labels of `layers` to train and report now (default: all), "
                                                    "to grow a grid piece by piece with each entry's settings")
+    sweep: Dict[str, Any] = config_field({}, "experiment keys to sweep, each with its values, e.g. {optim.lr: [1e-4, "
+                                             "1e-3], model.d_model: [64, 128]}: every layer and seed runs once "
+                                             "per combination; the report keeps the best lr by validation")
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
 @dataclass
 class GridRun:
-    """One cell of the grid: a label, a seed and the ``zoo train`` arguments that make it."""
+    """One cell of the grid: a label, a seed, a sweep setting and the ``zoo train`` arguments that make it.
+
+    ``layer_fields`` is the entry's own layer fields as a mapping (validated as such by
+    :func:`~zoo.train.experiment.load_experiment`); :meth:`dotlist` renders them as ``layer.k=v``
+    only where a command line is needed (``zoo train`` processes, the run's recorded arguments).
+    """
 
     label: str
     layer: str
@@ -93,6 +106,14 @@ class GridRun:
     experiment: str
     overrides: List[str]
     run_name: str
+    layer_fields: Dict[str, Any] = field(default_factory=dict)
+    setting: Dict[str, Any] = field(default_factory=dict)
+
+    def dotlist(self) -> list[str]:
+        """The overrides as one dotlist, the layer fields right after ``layer=NAME``."""
+        fields = [f"layer.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in self.layer_fields.items()]
+        at = self.overrides.index(f"layer={self.layer}") + 1
+        return [*self.overrides[:at], *fields, *self.overrides[at:]]
 
 
 _BUDGET_KEYS = ("train.epochs", "train.max_steps", "optim.schedule_steps")
@@ -109,6 +130,7 @@ def load_comparison(name_or_path: str, overrides=()) -> tuple[ComparisonConfig, 
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(ComparisonConfig), raw, parse_overrides(overrides))
         obj = OmegaConf.to_object(cfg)
+        check_executor(obj.execution.executor)
     except OmegaConfBaseException as exc:
         first = str(exc).strip().splitlines()[0]
         keys = ", ".join(f.name for f in dataclasses.fields(ComparisonConfig))
@@ -118,54 +140,92 @@ def load_comparison(name_or_path: str, overrides=()) -> tuple[ComparisonConfig, 
     return obj, Path(where).stem
 
 
-def _entry(layer: Any) -> tuple[str, str, list[str], list[str]]:
-    """``(label, name, layer field overrides, experiment overrides)`` of one ``layers`` entry."""
+def _entry(layer: Any) -> tuple[str, str, dict, list[str]]:
+    """``(label, name, layer fields, experiment overrides)`` of one ``layers`` entry."""
     if isinstance(layer, str):
-        return layer, layer, [], []
+        return layer, layer, {}, []
     if not isinstance(layer, dict) or "name" not in layer:
         raise ExperimentConfigError(f"layers: an entry is a registry name or a mapping with `name:`, got {layer!r}")
     d = dict(layer)
     name = str(d.pop("name"))
     label = str(d.pop("label", name))
     over = [str(o) for o in d.pop("overrides", [])]
-    fields = [f"layer.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in d.items()]
-    return label, name, fields, over
+    return label, name, d, over
+
+
+def _check_overrides(label: str, overrides: list[str]) -> None:
+    for o in overrides:
+        if o.split("=", 1)[0] in _BUDGET_KEYS:
+            raise ExperimentConfigError(f"mismatched budgets: {o!r} ({label}) would change the budget of some "
+                                        "runs; set it once, in budget.epochs / budget.steps")
+
+
+def _budget(cfg: ComparisonConfig) -> list[str]:
+    b = cfg.budget
+    if (b.epochs is None) == (b.steps is None):
+        raise ExperimentConfigError("budget: set exactly one of budget.epochs and budget.steps (the same for every run)")
+    if (b.epochs or b.steps) <= 0:
+        raise ExperimentConfigError(f"budget: must be positive, got {dataclasses.asdict(b)}")
+    return ([f"train.epochs={b.epochs}"] if b.epochs is not None else
+            [f"optim.schedule_steps={b.steps}", f"train.max_steps={b.steps}"])
+
+
+def _sweep_axes(sweep: dict, prefix: str = "") -> dict:
+    """``{optim: {lr: [..]}}`` or ``{optim.lr: [..]}`` -> ``{"optim.lr": [..]}``."""
+    flat = {}
+    for k, v in (sweep or {}).items():
+        flat.update(_sweep_axes(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return flat
+
+
+def _check_setting(cfg: ComparisonConfig, settings: list[dict]) -> None:
+    """Load the experiment with each swept value once: an unknown key or a mistyped value is one line."""
+    _, name, fields, over = _entry(cfg.layers[0])
+    for key in settings[0] if settings else ():
+        for value in {json.dumps(s[key], sort_keys=True): s[key] for s in settings}.values():
+            try:
+                load_experiment(cfg.experiment, [*cfg.overrides, f"layer={name}", *over, *setting_dotlist({key: value})],
+                                layer_fields=fields)
+            except ExperimentConfigError as exc:
+                raise ExperimentConfigError(f"sweep.{key}={value!r}: {exc}") from None
 
 
 def plan(cfg: ComparisonConfig) -> list[GridRun]:
-    """Every run of the grid, each validated (layer, task, keys) before anything is trained."""
+    """Every run of the grid (layers x sweep settings x seeds), each validated before anything is trained."""
     if not cfg.layers:
         raise ExperimentConfigError("layers: the comparison lists no layer (layers: [vanilla, las, ...])")
     if not cfg.seeds:
         raise ExperimentConfigError("seeds: the seed list is empty (seeds: [0] for one run per layer)")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ExperimentConfigError(f"seeds: {cfg.seeds} repeats a seed")
-    b = cfg.budget
-    if (b.epochs is None) == (b.steps is None):
-        raise ExperimentConfigError("budget: set exactly one of budget.epochs and budget.steps (the same for every run)")
-    if (b.epochs or b.steps) <= 0:
-        raise ExperimentConfigError(f"budget: must be positive, got {dataclasses.asdict(b)}")
-    budget = ([f"train.epochs={b.epochs}"] if b.epochs is not None else
-              [f"optim.schedule_steps={b.steps}", f"train.max_steps={b.steps}"])
+    budget = _budget(cfg)
+    axes = _sweep_axes(cfg.sweep)
+    try:
+        check_sweep(axes)
+    except ValueError as exc:
+        raise ExperimentConfigError(str(exc)) from None
+    settings = combinations(axes)
+    _check_setting(cfg, settings)
     runs, labels = [], set()
     for layer in cfg.layers:
         label, name, fields, over = _entry(layer)
         if label in labels:
             raise ExperimentConfigError(f"layers: the label {label!r} appears twice (give one a `label:`)")
         labels.add(label)
-        for o in [*cfg.overrides, *over]:
-            if o.split("=", 1)[0] in _BUDGET_KEYS:
-                raise ExperimentConfigError(f"mismatched budgets: {o!r} ({label}) would change the budget of some "
-                                            "runs; set it once, in budget.epochs / budget.steps")
-        for seed in cfg.seeds:
-            run = GridRun(label=label, layer=name, seed=seed, experiment=cfg.experiment,
-                          overrides=[*cfg.overrides, f"layer={name}", *fields, *over, *budget, f"train.seed={seed}",
-                                     f"train.run_name={label}-seed{seed}"], run_name=f"{label}-seed{seed}")
-            try:
-                load_experiment(cfg.experiment, run.overrides)
-            except ExperimentConfigError as exc:
-                raise ExperimentConfigError(f"{run.run_name}: {exc}") from None
-            runs.append(run)
+        _check_overrides(label, [*cfg.overrides, *over])
+        for setting in settings:
+            stem = "-".join(p for p in (label, setting_name(setting)) if p)
+            for seed in cfg.seeds:
+                run_name = f"{stem}-seed{seed}"
+                run = GridRun(label=label, layer=name, seed=seed, experiment=cfg.experiment, run_name=run_name,
+                              overrides=[*cfg.overrides, f"layer={name}", *over, *setting_dotlist(setting), *budget,
+                                         f"train.seed={seed}", f"train.run_name={run_name}"],
+                              layer_fields=fields, setting=setting)
+                try:
+                    load_experiment(cfg.experiment, run.overrides, layer_fields=fields)
+                except ExperimentConfigError as exc:
+                    raise ExperimentConfigError(f"{run.run_name}: {exc}") from None
+                runs.append(run)
     if cfg.baseline is not None and cfg.baseline not in labels:
         raise ExperimentConfigError(f"baseline: {cfg.baseline!r} is not one of the layers ({', '.join(sorted(labels))})")
     if cfg.only is not None:
@@ -181,7 +241,7 @@ def plan(cfg: ComparisonConfig) -> list[GridRun]:
 
 def _grid_record(cfg: ComparisonConfig, runs: list[GridRun]) -> dict:
     grid = {"experiment": cfg.experiment, "budget": dataclasses.asdict(cfg.budget),
-            "runs": {r.run_name: r.overrides for r in runs}}
+            "runs": {r.run_name: r.dotlist() for r in runs}}
     return {**grid, "digest": hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:12]}
 
 
@@ -202,126 +262,63 @@ def _check_folder(out: Path, record: dict) -> None:
                                 "was touched: choose another --out, or delete that folder to start over")
 
 
-def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "results", *, progress: bool = True) -> Path:
-    """Train every run of the grid that is not finished yet, then write the report; returns the folder."""
-    import torch
+def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", *, progress: bool = True) -> Path:
+    """Train every run of the grid that is not finished yet, then write the report; returns the folder.
 
-    from zoo.train.report import write_report
-
+    A run that fails is recorded in ``failed.json`` (name and one-line reason) and the others go on;
+    a full or read-only disk stops the grid (:class:`~zoo.train.executors.DiskError`).
+    """
     runs = plan(cfg)
+    executor = resolve(cfg.execution.executor)
     folder = Path(out).expanduser() / name
     record = _grid_record(cfg, runs)
     _check_folder(folder, record)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "grid.json", json.dumps({**record, "comparison": OmegaConf.to_container(
-        OmegaConf.structured(cfg))}, indent=2) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "grid.json", json.dumps({**record, "comparison": OmegaConf.to_container(
+            OmegaConf.structured(cfg))}, indent=2) + "\n")
+    except OSError as exc:
+        raise DiskError(f"cannot write {folder}: {exc.strerror or exc}; choose a writable --out") from None
     todo = [r for r in runs if not _finished(folder / "runs" / r.run_name)]
     done = len(runs) - len(todo)
-    ex = cfg.execution
-    executor = ex.executor
-    if executor == "auto":
-        executor = "processes" if torch.cuda.is_available() else "local"
     n_layers = len({r.label for r in runs})
     layers = f"{n_layers} layers" if n_layers == len(cfg.layers) else f"{n_layers} of {len(cfg.layers)} layers"
-    print(f"zoo compare: {name}: {len(runs)} runs ({layers} x {len(cfg.seeds)} seeds), {done} "
+    n_set = len({json.dumps(r.setting, sort_keys=True) for r in runs})
+    sweep = f" x {n_set} sweep settings" if cfg.sweep else ""
+    print(f"zoo compare: {name}: {len(runs)} runs ({layers}{sweep} x {len(cfg.seeds)} seeds), {done} "
           f"finished, {len(todo)} to train, executor {executor} -> {folder}", file=sys.stderr)
     t0 = time.perf_counter()
-    if todo:
-        {"local": _run_local, "processes": _run_processes, "submitit": _run_submitit}[executor](
-            todo, folder, ex, progress)
-    wall = time.perf_counter() - t0
-    return write_report(folder, runs, cfg, name, wall_seconds=wall, executor=executor)
-
-
-def _finished(run_dir: Path) -> bool:
-    p = run_dir / "summary.json"
-    if not p.exists():
-        return False
-    s = json.loads(p.read_text())
-    return s.get("status") == "complete" and s.get("test_acc") is not None
-
-
-def _run_local(todo: list[GridRun], folder: Path, ex: ExecutionConfig, progress: bool) -> None:
-    """One after another, in this process (a Ctrl-C saves the current run's checkpoint and stops)."""
-    from zoo.train.runs import run_experiment
-
-    for i, r in enumerate(todo, 1):
-        print(f"zoo compare: [{i}/{len(todo)}] {r.run_name}", file=sys.stderr)
-        run_experiment(r.experiment, r.overrides, out=folder / "runs", progress=progress)
-
-
-def _command(r: GridRun, folder: Path) -> list[str]:
-    return [sys.executable, "-m", "zoo", "train", r.experiment, *r.overrides, "--out", str(folder / "runs"),
-            "--no-progress"]
-
-
-def _run_processes(todo: list[GridRun], folder: Path, ex: ExecutionConfig, progress: bool) -> None:
-    """Several ``zoo train`` processes at a time, ``runs_per_gpu`` per GPU (or 1 without GPUs)."""
-    import torch
-
-    gpus = list(ex.gpus) if ex.gpus is not None else list(range(torch.cuda.device_count()))
-    slots = [g for g in gpus for _ in range(ex.runs_per_gpu)] or [None]
-    queue, running, failed = list(todo), {}, []
-
-    def stop_all(signum, frame):
-        for p, _ in running.values():
-            p.send_signal(signal.SIGTERM)  # each run saves a checkpoint and exits
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop_all)
+    failed = _failures(folder, runs)
     try:
-        while queue or running:
-            for slot in [s for s in range(len(slots)) if s not in running][: len(queue)]:
-                r = queue.pop(0)
-                env = dict(os.environ)
-                if slots[slot] is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = str(slots[slot])
-                log = folder / "runs" / f"{r.run_name}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "a") as fh:
-                    p = subprocess.Popen(_command(r, folder), stdout=fh, stderr=subprocess.STDOUT, env=env)
-                running[slot] = (p, r)
-                print(f"zoo compare: started {r.run_name} (gpu {slots[slot]}, log {log})", file=sys.stderr)
-            time.sleep(0.5)
-            for slot, (p, r) in list(running.items()):
-                if p.poll() is not None:
-                    del running[slot]
-                    print(f"zoo compare: {r.run_name} finished (exit {p.returncode})", file=sys.stderr)
-                    if p.returncode:
-                        failed.append(r.run_name)
-    except KeyboardInterrupt:
-        for p, _ in running.values():
-            p.send_signal(signal.SIGTERM)
-        for p, _ in running.values():
-            p.wait()
+        if todo:
+            failed.update(EXECUTORS[executor](todo, folder, cfg.execution, progress))
+    except DiskError as exc:
+        failed.update(exc.failed)
         raise
     finally:
-        signal.signal(signal.SIGTERM, old)
+        failed = {n: why for n, why in failed.items() if not _finished(folder / "runs" / n)}
+        _save_failures(folder, failed)
     if failed:
-        print(f"zoo compare: {len(failed)} run(s) failed: {', '.join(failed)} (see their .log files); the report "
-              "covers the finished ones", file=sys.stderr)
+        print(f"zoo compare: {len(failed)} run(s) failed: {', '.join(failed)} (reasons in {folder / 'failed.json'}); "
+              "the report covers the finished ones", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    return write_report(folder, runs, cfg, name, wall_seconds=wall, executor=executor, failed=failed)
 
 
-def _train_one(r: GridRun, folder: str) -> dict:
-    """The job a submitit worker runs (top-level: it is pickled)."""
-    from zoo.train.runs import run_experiment
+def _failures(folder: Path, runs: list[GridRun]) -> dict[str, str]:
+    """The failures recorded by earlier calls, for the runs of this grid."""
+    p = folder / "failed.json"
+    try:
+        old = json.loads(p.read_text()) if p.exists() else {}
+    except (OSError, ValueError):  # unreadable: the runs it named are simply retried
+        old = {}
+    names = {r.run_name for r in runs}
+    return {n: why for n, why in old.items() if n in names}
 
-    return run_experiment(r.experiment, r.overrides, out=Path(folder) / "runs", progress=False)
 
-
-def _run_submitit(todo: list[GridRun], folder: Path, ex: ExecutionConfig, progress: bool) -> None:
-    """A job array through submitit (SLURM, or ``cluster: local`` for this machine)."""
-    import submitit
-
-    params = dict(ex.submitit)
-    cluster = params.pop("cluster", None)
-    executor = submitit.AutoExecutor(folder=folder / "submitit", cluster=cluster)
-    executor.update_parameters(**params)
-    jobs = executor.map_array(_train_one, todo, [str(folder)] * len(todo))
-    for job, r in zip(jobs, todo):
-        print(f"zoo compare: submitted {r.run_name} as job {job.job_id}", file=sys.stderr)
-    for job, r in zip(jobs, todo):
-        try:
-            job.result()
-        except Exception as exc:  # one failed job must not hide the others
-            print(f"zoo compare: {r.run_name} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+def _save_failures(folder: Path, failed: dict[str, str]) -> None:
+    try:
+        if failed or (folder / "failed.json").exists():
+            atomic_write_text(folder / "failed.json", json.dumps(failed, indent=2) + "\n")
+    except OSError:  # the disk that failed the runs: the error already says so
+        pass

@@ -271,8 +271,10 @@ def _layer_base(name: str) -> dict:
 # --------------------------------------------------------------------------- loading
 
 
-def load_experiment(experiment: str | os.PathLike | dict | DictConfig, overrides: Iterable[str] = ()) -> Experiment:
-    """The validated :class:`Experiment` from a name, a YAML path or a mapping, plus dotlist overrides."""
+def load_experiment(experiment: str | os.PathLike | dict | DictConfig, overrides: Iterable[str] = (),
+                    layer_fields: dict | None = None) -> Experiment:
+    """The validated :class:`Experiment` from a name, a YAML path or a mapping, plus dotlist overrides
+    and ``layer_fields`` (a mapping of the layer's own fields, applied after the overrides)."""
     if isinstance(experiment, (dict, DictConfig)):
         raw, name = OmegaConf.create(experiment), "run"
     else:
@@ -290,6 +292,9 @@ def load_experiment(experiment: str | os.PathLike | dict | DictConfig, overrides
         over_d = OmegaConf.to_container(parse_overrides(overrides), resolve=True) or {}
     except ValueError as exc:
         raise ExperimentConfigError(str(exc)) from None
+    if layer_fields:
+        layer_d = over_d.get("layer") if isinstance(over_d.get("layer"), dict) else {}
+        over_d["layer"] = {**layer_d, **dict(layer_fields)}
     exp = _validate(_merge(raw_d, over_d), name)
     if not over_d:
         exp.base = exp.cfg

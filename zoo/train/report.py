@@ -1,10 +1,14 @@
 """The comparison report, made from the runs' own ``summary.json`` and ``metrics.jsonl``.
 
-``table.md`` / ``results.json``: per layer, test accuracy mean +/- sample std over seeds (with n),
-best validation accuracy, parameters and whether they are within the LRA 10% budget of the
-baseline layer, tokens/s, peak memory, training time and steps. ``curves.png``: validation
-accuracy against step, one line per layer (mean over seeds) with a band from the lowest to the
-highest seed. ``cost.png``: accuracy against cost (training seconds and tokens/s), one bar per layer.
+``table.md`` / ``results.json``: per layer (and sweep setting), test accuracy mean +/- sample std
+over seeds (with n), best validation accuracy, parameters and whether they are within the LRA 10%
+budget of the baseline layer, tokens/s and step time with their spread over seeds (lowest-highest:
+one slow seed shows), peak memory, training and wall seconds per run, and the chance accuracy
+(majority class). With a learning-rate sweep the table keeps, per layer and other setting, the lr
+with the best validation accuracy (:func:`zoo.train.sweep.pick_best_lr`) and names it;
+``results.json`` keeps every run. Failed runs are listed with their reason. ``curves.png``:
+validation accuracy against step (mean over seeds, band lowest to highest seed); ``cost.png``:
+accuracy against cost; both titled with the task and budget, with the chance level dashed.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import statistics
 from pathlib import Path
 
 from zoo._io import atomic_write_text
-from zoo.train.metrics import read_metrics
+from zoo.train.sweep import LR_KEY, pick_best_lr
+from zoo.train.report_plots import plot_cost, plot_curves
 
-__all__ = ["aggregate", "write_report"]
+__all__ = ["aggregate", "finished", "format_table", "write_report"]
 
 PARAM_BUDGET = 0.10  # LRA: models within 10% of the baseline's parameter count
 
@@ -31,39 +36,69 @@ def _std(xs):
     return statistics.stdev(xs) if len(xs) > 1 else (0.0 if xs else None)
 
 
-def aggregate(folder: Path, runs, baseline: str | None) -> list[dict]:
-    """One row per layer label, in the grid's order, from the finished runs' summaries."""
-    by_label: dict[str, list] = {}
+def _spread(xs):
+    xs = [x for x in xs if x is not None]
+    return [min(xs), max(xs)] if xs else None
+
+
+def _wall(s: dict):
+    """Wall seconds of a run: the summary's ``wall_seconds``, else training + evaluation + warm-up."""
+    if s.get("wall_seconds") is not None:
+        return s["wall_seconds"]
+    parts = [s.get(k) for k in ("train_seconds", "eval_seconds", "warmup_seconds")]
+    return sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run folder holds a complete, tested run: the one answer the grid (what to train)
+    and the report (what to count) share (to become ``RunFolder(path).finished()``)."""
+    p = run_dir / "summary.json"
+    if not p.exists():
+        return False
+    try:
+        s = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    return s.get("status") == "complete" and s.get("test_acc") is not None
+
+
+def _row(label: str, cells: list, folder: Path, failed: dict) -> dict:
+    summaries = []
+    for r in cells:
+        if finished(folder / "runs" / r.run_name):
+            summaries.append((r, json.loads((folder / "runs" / r.run_name / "summary.json").read_text())))
+    ss = [s for _, s in summaries]
+    first = ss[0] if ss else {}
+    tests = [s["test_acc"] for s in ss]
+    tps, ms = [s.get("tokens_per_s") for s in ss], [s.get("step_ms_median") for s in ss]
+    return {
+        "layer": label, "registry_name": cells[0].layer, "setting": dict(cells[0].setting),
+        "seeds": [r.seed for r, _ in summaries], "runs": [r.run_name for r, _ in summaries],
+        "n": len(ss), "planned": len(cells),
+        "test_acc_mean": _mean(tests), "test_acc_std": _std(tests), "test_acc": tests,
+        "best_val_acc_mean": _mean([s.get("best_val_acc") for s in ss]),
+        "params": first.get("params"),
+        "tokens_per_s": _mean(tps), "tokens_per_s_range": _spread(tps),
+        "step_ms": _mean(ms), "step_ms_range": _spread(ms),
+        "peak_mem_mib": max((s["peak_mem_mib"] for s in ss if s.get("peak_mem_mib")), default=None),
+        "train_seconds": _mean([s.get("train_seconds") for s in ss]),
+        "wall_seconds": _mean([_wall(s) for s in ss]),
+        "chance_acc": first.get("chance_acc"), "task": first.get("task"), "threads": first.get("threads"),
+        "steps": first.get("steps"), "epochs": first.get("epochs_completed"),
+        "kernel": first.get("kernel"), "device": first.get("device"),
+        "failed": {r.run_name: failed[r.run_name] for r in cells if r.run_name in failed},
+    }
+
+
+def aggregate(folder: Path, runs, baseline: str | None, failed: dict | None = None) -> list[dict]:
+    """One row per layer label and sweep setting, in the grid's order, from the finished runs' summaries."""
+    groups: dict[tuple, list] = {}
     for r in runs:
-        by_label.setdefault(r.label, []).append(r)
-    rows = []
-    for label, cells in by_label.items():
-        summaries = []
-        for r in cells:
-            p = folder / "runs" / r.run_name / "summary.json"
-            if p.exists():
-                s = json.loads(p.read_text())
-                if s.get("test_acc") is not None and s.get("status") == "complete":
-                    summaries.append((r.seed, s))
-        tests = [s["test_acc"] for _, s in summaries]
-        rows.append({
-            "layer": label, "registry_name": cells[0].layer, "seeds": [seed for seed, _ in summaries],
-            "n": len(summaries), "planned": len(cells),
-            "test_acc_mean": _mean(tests), "test_acc_std": _std(tests), "test_acc": tests,
-            "best_val_acc_mean": _mean([s["best_val_acc"] for _, s in summaries]),
-            "params": summaries[0][1]["params"] if summaries else None,
-            "tokens_per_s": _mean([s.get("tokens_per_s") for _, s in summaries]),
-            "step_ms": _mean([s.get("step_ms_median") for _, s in summaries]),
-            "peak_mem_mib": max((s["peak_mem_mib"] for _, s in summaries if s.get("peak_mem_mib")), default=None),
-            "train_seconds": _mean([s["train_seconds"] for _, s in summaries]),
-            "steps": summaries[0][1]["steps"] if summaries else None,
-            "epochs": summaries[0][1]["epochs_completed"] if summaries else None,
-            "kernel": summaries[0][1].get("kernel") if summaries else None,
-            "device": summaries[0][1].get("device") if summaries else None,
-        })
-    base = next((r for r in rows if r["layer"] == (baseline or rows[0]["layer"])), None)
+        groups.setdefault((r.label, json.dumps(r.setting, sort_keys=True)), []).append(r)
+    rows = [_row(label, cells, folder, failed or {}) for (label, _), cells in groups.items()]
+    base = next((r for r in rows if r["layer"] == (baseline or rows[0]["layer"]) and r["params"]), None)
     for r in rows:
-        if base and base["params"] and r["params"]:
+        if base and r["params"]:
             r["params_vs_baseline"] = r["params"] / base["params"]
             r["within_param_budget"] = abs(r["params"] / base["params"] - 1.0) <= PARAM_BUDGET
         else:
@@ -75,112 +110,96 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def _with_range(mean, rng, fmt: str) -> str:
+    if mean is None:
+        return "-"
+    if not rng or rng[0] == rng[1]:
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} ({format(rng[0], fmt)}-{format(rng[1], fmt)})"
+
+
+def _sec(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def format_table(rows: list[dict], baseline: str) -> str:
-    head = ("layer", "test acc % (mean ± std)", "n", "best val %", "params", f"within 10% of {baseline}",
-            "tokens/s", "step ms", "peak MiB", "train s", "steps")
+    """The markdown table; tokens/s and step ms as mean (lowest-highest seed); a chance row when known."""
+    axes = [k for k in (rows[0]["setting"] if rows else {})]
+    head = ("layer", *[("lr (picked)" if k == LR_KEY else k) for k in axes], "test acc % (mean ± std)", "n",
+            "best val %", "params", f"within 10% of {baseline}", "tokens/s (min-max)", "step ms (min-max)",
+            "peak MiB", "train s", "wall s", "steps")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = "-" if r["test_acc_mean"] is None else f"{_pct(r['test_acc_mean'])} ± {_pct(r['test_acc_std'])}"
-        within = {True: "yes", False: f"NO ({r['params_vs_baseline']:.2f}x)", None: "-"}[r["within_param_budget"]]
-        cells = (r["layer"], acc, f"{r['n']}/{r['planned']}", _pct(r["best_val_acc_mean"]),
-                 "-" if r["params"] is None else f"{r['params']:,}", within,
-                 "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}",
-                 "-" if r["step_ms"] is None else f"{r['step_ms']:.1f}",
+        within = ("-" if r["within_param_budget"] is None else "yes" if r["within_param_budget"] else
+                  f"NO ({r['params_vs_baseline']:.2f}x)")
+        cells = (r["layer"], *[str(r["setting"][k]) for k in axes], acc, f"{r['n']}/{r['planned']}",
+                 _pct(r["best_val_acc_mean"]), "-" if r["params"] is None else f"{r['params']:,}", within,
+                 _with_range(r["tokens_per_s"], r["tokens_per_s_range"], ",.0f"),
+                 _with_range(r["step_ms"], r["step_ms_range"], ".1f"),
                  "-" if r["peak_mem_mib"] is None else f"{r['peak_mem_mib']:,.0f}",
-                 "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}", str(r["steps"] or "-"))
+                 _sec(r["train_seconds"]), _sec(r["wall_seconds"]), str(r["steps"] or "-"))
         lines.append("| " + " | ".join(cells) + " |")
+    chance = next((r["chance_acc"] for r in rows if r.get("chance_acc") is not None), None)
+    if chance is not None:
+        blank = ["-"] * (len(head) - 2 - len(axes))
+        lines.append("| " + " | ".join(["chance (majority class)", *["-"] * len(axes), _pct(chance), *blank]) + " |")
     return "\n".join(lines)
 
 
-def _curves(folder: Path, runs, rows: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for row in rows:
-        series = []
-        for r in runs:
-            if r.label == row["layer"] and r.seed in row["seeds"]:
-                pts = [(m["step"], m["acc"]) for m in read_metrics(folder / "runs" / r.run_name / "metrics.jsonl")
-                       if m.get("kind") == "val"]
-                if pts:
-                    series.append(dict(pts))
-        if not series:
-            continue
-        steps = sorted(set.intersection(*(set(s) for s in series)))
-        acc = np.array([[s[k] for k in steps] for s in series])  # (seeds, steps)
-        (line,) = ax.plot(steps, 100 * acc.mean(0), marker="o", markersize=3, label=f"{row['layer']} (n={len(series)})")
-        if len(series) > 1:
-            ax.fill_between(steps, 100 * acc.min(0), 100 * acc.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("validation accuracy: mean over seeds, band = lowest to highest seed")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no validation yet (set train.eval_every, or train to an epoch end)", ha="center",
-                transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+def _notes(rows: list[dict], picked: list[dict], failed: dict) -> str:
+    notes = []
+    for r in picked:
+        if "lr_candidates" in r:
+            cands = ", ".join(f"{lr}: {_pct(v)}" for lr, v in r["lr_candidates"].items())
+            other = {k: v for k, v in r["setting"].items() if k != LR_KEY}
+            where = f" at {other}" if other else ""
+            notes.append(f"- {r['layer']}{where}: picked lr {r['picked_lr']} by best validation accuracy (% per lr: "
+                         f"{cands})" if r["picked_lr"] is not None else
+                         f"- {r['layer']}{where}: no validated run yet, no lr picked")
+    missing = [f"{r['layer']}{' ' + str(r['setting']) if r['setting'] else ''} ({r['planned'] - r['n']} of "
+               f"{r['planned']})" for r in rows if r["n"] < r["planned"]]
+    text = ("\n\nLearning rate per layer (zoology / MAD protocol):\n" + "\n".join(notes)) if notes else ""
+    if failed:
+        text += "\n\nFailed runs:\n" + "\n".join(f"- {n}: {why}" for n, why in failed.items())
+    if missing:
+        text += f"\n\nNot finished yet: {', '.join(missing)} (run the same command again to continue)."
+    return text + "\n"
 
 
-def _cost(rows: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r["test_acc_mean"] is not None]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    names = [r["layer"] for r in done]
-    axes[0].bar(names, [100 * r["test_acc_mean"] for r in done], yerr=[100 * r["test_acc_std"] for r in done],
-                capsize=3, color="tab:blue")
-    axes[0].set_ylabel("test accuracy (%), mean ± std")
-    axes[1].bar(names, [r["train_seconds"] for r in done], color="tab:orange")
-    axes[1].set_ylabel("training seconds per run")
-    axes[2].bar(names, [r["tokens_per_s"] or 0 for r in done], color="tab:green")
-    axes[2].set_ylabel("real tokens / s")
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=30)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("accuracy and what it cost")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, executor: str) -> Path:
-    """Write table.md, results.json, curves.png and cost.png in ``folder``; print the table and the files."""
+def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, executor: str,
+                 failed: dict | None = None) -> Path:
+    """Write table.md, results.json, curves.png and cost.png in ``folder``; print the header, table and files."""
     import dataclasses
 
     from zoo.measure import environment
 
+    failed = dict(failed or {})
     baseline = cfg.baseline or runs[0].label
-    rows = aggregate(folder, runs, baseline)
+    rows = aggregate(folder, runs, baseline, failed)
+    picked = pick_best_lr(rows)
     budget = {k: v for k, v in dataclasses.asdict(cfg.budget).items() if v is not None}
-    table = format_table(rows, baseline)
-    missing = [f"{r['layer']} ({r['planned'] - r['n']} of {r['planned']})" for r in rows if r["n"] < r["planned"]]
+    budget_text = ", ".join(f"{v} {k}" for k, v in budget.items())
+    table = format_table(picked, baseline)
     env = environment()
-    header = (f"# {name}\n\nBase experiment `{cfg.experiment}`, budget {budget}, seeds {list(cfg.seeds)}; "
-              f"executor {executor}; {env}\n\n")
-    note = f"\n\nNot finished yet: {', '.join(missing)} (run the same command again to continue).\n" if missing else "\n"
-    atomic_write_text(folder / "table.md", header + table + note)
+    task = next((r["task"] for r in rows if r["task"]), cfg.experiment)
+    threads = next((r["threads"] for r in rows if r.get("threads")), env.get("threads", "-"))
+    device = next((r["device"] for r in rows if r["device"]), "-")
+    header = (f"# {name}\n\nTask `{task}` (experiment `{cfg.experiment}`), budget {budget_text}, seeds "
+              f"{list(cfg.seeds)}, threads {threads}, device {device}; executor {executor}; {env}\n\n")
+    notes = _notes(rows, picked, failed)
+    atomic_write_text(folder / "table.md", header + table + notes)
     atomic_write_text(folder / "results.json", json.dumps({
-        "comparison": name, "experiment": cfg.experiment, "budget": budget, "seeds": list(cfg.seeds),
-        "baseline": baseline, "executor": executor, "wall_seconds_this_call": round(wall_seconds, 1),
-        "environment": env, "layers": rows}, indent=2) + "\n")
-    files = [folder / "table.md", folder / "results.json", _curves(folder, runs, rows, folder / "curves.png"),
-             _cost(rows, folder / "cost.png")]
-    print(table)
-    if missing:
-        print(f"not finished yet: {', '.join(missing)}")
+        "comparison": name, "experiment": cfg.experiment, "task": task, "budget": budget, "seeds": list(cfg.seeds),
+        "sweep": {k: list(v) for k, v in (cfg.sweep or {}).items()}, "baseline": baseline, "executor": executor,
+        "wall_seconds_this_call": round(wall_seconds, 1), "environment": env, "failed": failed,
+        "layers": picked, "all_runs": rows}, indent=2) + "\n")
+    title = f"{task}, {budget_text}"
+    files = [folder / "table.md", folder / "results.json",
+             plot_curves(folder, picked, folder / "curves.png", title),
+             plot_cost(picked, folder / "cost.png", title)]
+    print(header.rstrip("\n") + "\n")
+    print(table + notes.rstrip("\n"))
     for f in files:
         print(f"wrote {f}")
     return folder
