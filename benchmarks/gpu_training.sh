@@ -24,8 +24,8 @@ fi
 for stage in $stages; do
   echo "== $stage $(date +%T)" >> "$RES/stages.txt"
   case $stage in
-    graphtests)   # the captured training step against the eager one (a minute)
-      timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py > "$RES/graph_tests.txt" 2>&1 ;;
+    graphtests)   # the captured step against the eager one, the fused block compiled against eager (two minutes)
+      timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_fused.py > "$RES/graph_tests.txt" 2>&1 ;;
     tests)   # every GPU test: backends (the padding-free xformers path, flex with small heads) and the trainer
       timeout 420 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention.py tests/test_fftconv.py \
         > "$RES/gpu_tests.txt" 2>&1

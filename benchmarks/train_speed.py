@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 
-def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: str = "graphs") -> dict:
+def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: str = "graphs",
+        graphed_eval: bool = False) -> dict:
     from zoo.train.experiment import load_experiment
     from zoo.train.trainer import Trainer
 
@@ -30,16 +31,33 @@ def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: st
             "data.generate_if_missing=true", f"train.run_name=speed-{layer}-{mode}-{steps or 'epoch'}", *extra,
             *(["train.cuda_graphs=false"] if mode == "eager" else [])]
     exp = load_experiment("listops", over)
+    from zoo.models.block import Block
+
+    fused = Block.fused_devices
+    if mode == "unfused":  # the block's norm / residual / MLP as eager kernels (zoo.models.fused not compiled)
+        Block.fused_devices = frozenset()
+    try:
+        return _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval)
+    finally:
+        Block.fused_devices = fused
+
+
+def _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval) -> dict:
     t0 = time.perf_counter()
     trainer = Trainer(exp, workdir / exp.run_name())
     build_s = time.perf_counter() - t0
+    if graphed_eval and trainer.device.type == "cuda":  # evaluation replayed from CUDA graphs (zoo.train.fast_eval)
+        from zoo.train.fast_eval import GraphedForward, graphed_evaluate
+
+        graphed = GraphedForward(trainer.model, trainer._autocast, trainer.device)
+        trainer.evaluate = lambda split: graphed_evaluate(trainer, graphed, split)
     t0 = time.perf_counter()
     summary = trainer.fit(max_steps=steps or trainer.steps_per_epoch)
     wall = time.perf_counter() - t0
     keep = ("params", "steps", "step_ms_median", "tokens_per_s", "padded_tokens_per_s", "pad_fraction", "compiles",
             "compiles_after_warmup", "peak_mem_mib", "kernel", "warmup_seconds", "train_seconds", "best_val_acc",
             "test_acc", "device", "precision", "cuda_graphs")
-    return {"layer": layer, "mode": mode, "build_seconds": round(build_s, 1), "fit_wall_seconds": round(wall, 1),
+    return {"layer": layer, "mode": mode, "graphed_eval": graphed_eval, "build_seconds": round(build_s, 1), "fit_wall_seconds": round(wall, 1),
             **{k: summary.get(k) for k in keep}}
 
 
@@ -50,6 +68,10 @@ def main() -> int:
     p.add_argument("--epoch", nargs="*", default=[], help="layers to also time for one full epoch")
     p.add_argument("--eager", nargs="*", default=["vanilla"],
                    help="layers to also time with train.cuda_graphs=false (the steps launched one kernel at a time)")
+    p.add_argument("--unfused", nargs="*", default=[],
+                   help="layers to also time with the block's fused functions run eagerly (CUDA graphs still on)")
+    p.add_argument("--graphed-eval", action="store_true",
+                   help="evaluate through zoo.train.fast_eval.GraphedForward (one CUDA graph per eval shape)")
     p.add_argument("--set", nargs="*", default=[], help="experiment overrides for every run")
     p.add_argument("--out", default="results/train_speed")
     args = p.parse_args()
@@ -63,11 +85,14 @@ def main() -> int:
         for layer in args.layers:
             rows.append(run(layer, args.steps, args.set, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
+        for layer in args.unfused:
+            rows.append(run(layer, args.steps, args.set, Path(tmp), mode="unfused"))
+            print(json.dumps(rows[-1]), flush=True)
         for layer in args.eager:
             rows.append(run(layer, args.steps, args.set, Path(tmp), mode="eager"))
             print(json.dumps(rows[-1]), flush=True)
         for layer in args.epoch:
-            rows.append({**run(layer, None, args.set, Path(tmp)), "epoch": True})
+            rows.append({**run(layer, None, args.set, Path(tmp), graphed_eval=args.graphed_eval), "epoch": True})
             print(json.dumps(rows[-1]), flush=True)
     base = next((r["step_ms_median"] for r in rows if r["layer"] == "vanilla" and r["mode"] == "graphs"
                  and not r.get("epoch")), None)
@@ -80,13 +105,15 @@ def main() -> int:
         kern = r["kernel"] or {}
         graphs = r["cuda_graphs"] or {}
         step = f"{graphs.get('captured')} CUDA graphs" if graphs.get("enabled") else "eager"
+        step += ", unfused block" if r["mode"] == "unfused" else ""
         lines.append(f"| {r['layer']} | {step} | {r['step_ms_median']:.1f} | {ratio} | {r['tokens_per_s']:,.0f} | "
                      f"{r['padded_tokens_per_s']:,.0f} | {100 * r['pad_fraction']:.1f}% | {r['compiles_after_warmup']} | "
                      f"{r['warmup_seconds']:.0f} | {r['peak_mem_mib'] or 0:,.0f} | {kern.get('training')} / "
                      f"{kern.get('inference')} |")
     for r in rows:
         if r.get("epoch"):
-            lines.append(f"\nOne epoch of {r['layer']} ({r['steps']} steps, validation and test included): "
+            lines.append(f"\nOne epoch of {r['layer']} ({r['steps']} steps, validation and test included, "
+                         f"{'graphed' if r.get('graphed_eval') else 'eager'} evaluation): "
                          f"{r['fit_wall_seconds']:.0f} s wall ({r['train_seconds']:.0f} s training, "
                          f"{r['warmup_seconds']:.0f} s warm-up), val acc {r['best_val_acc']}, test acc {r['test_acc']}.")
     env = environment()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 19's measurements in ONE device call (under ~9.5 minutes; each stage bounded by what is left):
+#   GPU tests of the fused block and the graphed step / eval (while ListOps is generated on the CPU),
+#   step time of vanilla, las, s4d, long_conv (+ vanilla with the unfused block, same process),
+#   the vanilla step's kernels, one vanilla epoch with graphed evaluation.
+#   usage (GPU machine, repo root, wheels in .whl/): bash benchmarks/gpu_fused.sh   (results in $OUT or /tmp/results)
+set -uo pipefail
+RES=${OUT:-/tmp/results}; mkdir -p "$RES"
+T0=$SECONDS; BUDGET=${BUDGET:-560}
+left() { echo $(( BUDGET - (SECONDS - T0) )); }
+SITE=/tmp/site
+[[ -d $SITE/xformers ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL=5
+export LD_LIBRARY_PATH="$SITE/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}"
+export ZOO_DATA_CACHE=/tmp/zoo-cache
+DATA=/tmp/lra
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$RES/env.txt" 2>&1
+stage() { echo "== $1 at $((SECONDS - T0)) s" >> "$RES/stages.txt"; }
+
+stage generate+tests
+( /usr/bin/time -f "%e s" python3 -m zoo data generate listops --out "$DATA" --no-progress > "$RES/generate.txt" 2>&1 ) &
+GEN=$!
+timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fused.py tests/test_graphs.py \
+  > "$RES/gpu_tests.txt" 2>&1
+wait $GEN
+stage speed
+timeout $(( $(left) - 150 )) python3 benchmarks/train_speed.py --layers vanilla las s4d long_conv --steps 150 --eager \
+  --unfused vanilla --out "$RES/train_speed" --set "data.root=$DATA" > "$RES/train_speed.log" 2>&1
+stage profile
+timeout $(( $(left) - 80 < 90 ? $(left) - 80 : 90 )) python3 benchmarks/profile_step.py --layers vanilla \
+  --out "$RES/profile" --set "data.root=$DATA" > "$RES/profile.log" 2>&1
+stage epoch
+timeout $(left) python3 benchmarks/train_speed.py --layers --eager --epoch vanilla --graphed-eval --out "$RES/epoch" \
+  --set "data.root=$DATA" > "$RES/epoch.log" 2>&1
+stage done
+tail -n 3 "$RES/gpu_tests.txt"; cat "$RES/stages.txt" "$RES/generate.txt"; tail -n 12 "$RES/train_speed/train_speed.md" "$RES/epoch/train_speed.md" 2>/dev/null

@@ -1,0 +1,98 @@
+"""The block's work around the mixer as two plain functions, fused by inductor on CUDA.
+
+A pre-norm block (:class:`zoo.models.block.Block`) is, around its mixer, a chain of memory-bound
+passes: the norm (and its cast to the autocast dtype), the residual add, stochastic depth, the
+second norm, the MLP's bias, GELU and dropout, the second residual add and the zeroing of padded
+positions. Eagerly each is a kernel of its own (and a LayerNorm weight gradient that reduces over
+all ``B x L`` rows in one slow kernel); at LRA sizes they cost more GPU time than the attention
+(``docs/results/training/profile.md``). Here they are two functions:
+
+    norm_in(x)                        = norm1(x) in the autocast dtype             (one kernel)
+    mlp_residual(x, mixed)            = y + DropPath(fc2(Dropout(GELU(fc1(norm2(y)))))),
+                                        y = x + DropPath(mixed), padded rows zeroed (two GEMMs + fused epilogues)
+
+each written once in plain PyTorch and run as it is on the CPU, and compiled by inductor with
+symbolic sizes on CUDA (:class:`zoo.functional.compiled.CudaCompiled`: one compilation serves every
+shape bucket, so the per-shape CUDA graphs of the trainer capture the fused kernels and nothing
+compiles during the steps). Parameters stay the block's module parameters and are passed in.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.functional.compiled import CudaCompiled
+
+__all__ = ["FusedOps", "autocast_dtype", "fused_ops", "mlp_residual", "norm", "norm_in"]
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the mixer's matrix products run in: autocast's, when it is on for ``x``'s device."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
+def norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """LayerNorm (``bias`` given) or RMSNorm (``bias`` None) over the last dim, computed in fp32."""
+    xf = x.float()  # (B, L, D): the one fp32 view the statistics need (fused away when compiled)
+    shape = (x.shape[-1],)
+    if bias is None:
+        return F.rms_norm(xf, shape, weight.float(), eps)  # (B, L, D) fp32
+    return F.layer_norm(xf, shape, weight.float(), bias.float(), eps)  # (B, L, D) fp32
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth (Huang et al. 2016): whole rows dropped with probability ``p``, the rest scaled."""
+    if p <= 0.0 or not training:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) < (1.0 - p)  # (B, 1, 1)
+    return x * keep.to(x.dtype) / (1.0 - p)
+
+
+def norm_in(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float, dtype: torch.dtype) -> Tensor:
+    """``norm(x)`` cast to ``dtype`` (the mixer's input)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return norm(x, weight, bias, eps).to(dtype)  # (B, L, D)
+
+
+def mlp_residual(x: Tensor, mixed: Tensor, mask: Tensor | None, n_w: Tensor, n_b: Tensor | None, eps: float,
+                 w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None, dropout: float, path: float,
+                 training: bool, dtype: torch.dtype) -> Tensor:
+    """``y = x + DropPath(mixed)``; ``y + DropPath(Dropout(fc2(Dropout(GELU(fc1(norm(y)))))))``, padded rows 0.
+
+    The MLP is timm's ``Mlp`` (fc1, GELU, dropout, fc2, dropout); its products run in ``dtype``
+    (bf16 under autocast), the residual stream stays in ``x``'s dtype.
+    """
+    y = x + drop_path(mixed, path, training).to(x.dtype)  # (B, L, D)
+    with torch.autocast(x.device.type, enabled=False):
+        h = norm(y, n_w, n_b, eps).to(dtype)  # (B, L, D)
+        h = F.linear(h, w1.to(dtype), None if b1 is None else b1.to(dtype))  # (B, L, H)
+        h = F.dropout(F.gelu(h), dropout, training)
+        h = F.linear(h, w2.to(dtype), None if b2 is None else b2.to(dtype))  # (B, L, D)
+        h = F.dropout(h, dropout, training)
+        y = y + drop_path(h, path, training).to(y.dtype)  # (B, L, D)
+    if mask is not None:
+        y = y.masked_fill(mask.unsqueeze(-1), 0.0)  # padded positions stay exactly 0 between blocks
+    return y
+
+
+@dataclass(frozen=True)
+class FusedOps:
+    """The block's two functions, compiled for the tensors on ``devices`` (eager elsewhere)."""
+
+    norm_in: Callable
+    mlp_residual: Callable
+
+
+@functools.lru_cache(maxsize=None)
+def fused_ops(devices: frozenset = frozenset({"cuda"})) -> FusedOps:
+    """One shared pair per device set (so every block reuses one compilation); ``{"cuda"}`` by default,
+    tests pass ``{"cpu"}`` to compile on the CPU too."""
+    return FusedOps(CudaCompiled(norm_in, "block norm", dynamic=True, devices=devices),
+                    CudaCompiled(mlp_residual, "block residual + MLP", dynamic=True, devices=devices))
