@@ -117,6 +117,8 @@ class TrainConfig:
     tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
                                             "tensorboard package is installed) | true | false")
     wandb: bool = config_field(False, "also log to Weights & Biases (needs the wandb package; WANDB_* variables apply)")
+    threads: Optional[int] = config_field(None, "torch CPU threads (default: $OMP_NUM_THREADS if set, else min(4, "
+                                                "cores)); recorded in summary.json")
 
 
 @dataclass
@@ -137,6 +139,7 @@ SECTIONS = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig, "dat
 RUNTIME_KEYS = frozenset({
     "train.max_steps", "train.progress", "train.eval_batch_size", "train.device", "train.run_name",
     "train.warmup_compile", "train.cuda_graphs", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir", "data.on_device",
+    "train.threads",
 })
 
 
@@ -153,6 +156,7 @@ class Experiment:
         name: the experiment's name (the YAML's stem, or ``"run"`` for a mapping).
         task: the task's spec; ``task_config`` its validated protocol config.
         layer: the layer, resolved once (with the model's ``d_model`` and the task's length).
+        max_len: the task's input length: the one length the model and the layer are built for.
         base: the config of the experiment without the command-line overrides (names run folders).
     """
 
@@ -161,7 +165,12 @@ class Experiment:
     task: TaskSpec
     task_config: Any
     layer: ResolvedLayer
+    max_len: int = 0
     base: DictConfig | None = None
+
+    def model_config(self) -> ModelConfig:
+        """The typed model section."""
+        return ModelConfig(**OmegaConf.to_container(self.cfg.model, resolve=True))
 
     def run_name(self) -> str:
         """``train.run_name``, else ``<experiment>-<layer>``, plus a digest of the other keys that the
@@ -314,10 +323,24 @@ def _merge(raw_d: dict, over_d: dict) -> DictConfig:
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), *rest, {"task": task, "layer": layer})
         OmegaConf.to_object(cfg)  # runs the dataclasses' __post_init__ checks
     except OmegaConfBaseException as exc:
-        raise ExperimentConfigError(f"invalid experiment config: {str(exc).strip().splitlines()[0]}") from None
+        raise ExperimentConfigError(_type_error_line(exc)) from None
     except (ValueError, TypeError) as exc:
         raise ExperimentConfigError(f"invalid experiment config: {exc}") from None
     return cfg
+
+
+_TYPE_WORDS = {"Integer": ("an int", "6"), "Float": ("a float", "0.1"), "Boolean": ("a bool", "true"),
+               "String": ("a string", "text")}
+
+
+def _type_error_line(exc: OmegaConfBaseException) -> str:
+    """``model.n_layers: 'two' is not an int (e.g. model.n_layers=6)``: key, value and wanted type in one line."""
+    key = getattr(exc, "full_key", None) or "?"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for word, (kind, example) in _TYPE_WORDS.items():
+        if f"converted to {word}" in first:
+            return f"{key}: {getattr(exc, 'value', None)!r} is not {kind} (e.g. {key}={example})"
+    return f"invalid experiment config: {key}: {first}"
 
 
 def _validate(cfg: DictConfig, name: str) -> Experiment:
@@ -326,8 +349,9 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         task_config = task.make_config(OmegaConf.to_container(cfg.task.options, resolve=True))
     except ValueError as exc:
         raise ExperimentConfigError(f"task.options: {exc}") from None
+    max_len = int(task.length(task_config))
     try:
-        layer = resolve_layer(cfg.layer, d_model=cfg.model.d_model, max_len=task.length(task_config))
+        layer = resolve_layer(cfg.layer, d_model=cfg.model.d_model, max_len=max_len)
     except registry.RegistryError as exc:
         raise ExperimentConfigError(f"layer: {exc}") from None
     cfg.layer = layer.to_dict()
@@ -363,7 +387,7 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         if not ok:
             raise ExperimentConfigError(f"{key}={value!r} is not valid: must be {want}")
     check_device(t.device)
-    return Experiment(cfg=cfg, name=name, task=task, task_config=task_config, layer=layer)
+    return Experiment(cfg=cfg, name=name, task=task, task_config=task_config, layer=layer, max_len=max_len)
 
 
 def check_device(device: str) -> torch.device:
