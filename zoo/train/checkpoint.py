@@ -61,11 +61,16 @@ def safe_load(path: Path, map_location=None):
 
 
 def save(state: dict, run_dir: Path) -> Path:
-    """Write ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
-    path = run_dir / CHECKPOINT
+    """Write ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``.
+
+    The new file is written completely first (``.checkpoint.next.pt``), then the two renames: a
+    failed write (a full disk) leaves both checkpoints as they were."""
+    path, staged = run_dir / CHECKPOINT, run_dir / ".checkpoint.next.pt"
+    atomic_torch_save(state, staged)
     if path.exists():
         os.replace(path, run_dir / PREVIOUS)
-    return atomic_torch_save(state, path)
+    os.replace(staged, path)
+    return path
 
 
 def _read(path: Path, map_location) -> dict:
