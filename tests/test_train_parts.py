@@ -298,6 +298,18 @@ def test_summary_records_threads_wall_time_and_chance(tmp_path):
     assert saved["threads"] == 1 and saved["chance_acc"] == pytest.approx(majority)
 
 
+def test_default_threads_follow_omp_num_threads_else_half_the_cores(monkeypatch):
+    from zoo.train.build import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_threads() == 4
+
+
 def test_the_compile_warm_up_module_is_called_precompile():
     import importlib
 

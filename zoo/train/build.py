@@ -28,10 +28,11 @@ __all__ = ["Run", "build_run", "data_identity", "default_threads"]
 
 
 def default_threads() -> int:
-    """``$OMP_NUM_THREADS`` when set, else ``min(4, cores)``: small CPU models gain little from more,
-    and a core shared with other processes loses much (docs/training.md)."""
+    """``$OMP_NUM_THREADS`` when set, else half the cores, at most 4: small CPU models gain little
+    from more threads, and oversubscribed cores lose much (on the shared 2-core machine a
+    ``listops_small`` step took 63 ms with 1 thread and 380 ms with 2; docs/training.md)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else min(4, os.cpu_count() or 1)
+    return int(env) if env.isdigit() and int(env) > 0 else max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 @dataclass

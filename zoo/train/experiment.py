@@ -117,8 +117,8 @@ class TrainConfig:
     tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
                                             "tensorboard package is installed) | true | false")
     wandb: bool = config_field(False, "also log to Weights & Biases (needs the wandb package; WANDB_* variables apply)")
-    threads: Optional[int] = config_field(None, "torch CPU threads (default: $OMP_NUM_THREADS if set, else min(4, "
-                                                "cores)); recorded in summary.json")
+    threads: Optional[int] = config_field(None, "torch CPU threads (default: $OMP_NUM_THREADS if set, else half the "
+                                                "cores, at most 4); recorded in summary.json")
 
 
 @dataclass
