@@ -332,3 +332,18 @@ def test_an_unwritable_folder_is_named_in_one_line(tmp_path, code, words):
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError):  # anything else passes through untouched
         f.write(f.summary_path, lambda p: int("x"))
+
+
+def test_a_full_disk_under_the_metrics_log_is_one_line_too(tmp_path, capsys, monkeypatch):
+    from zoo.train.metrics import MetricsLog
+
+    exp = tiny_experiment(tmp_path)
+    run = tmp_path / "runs" / "tiny-s4d"
+
+    def full(self, record):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(MetricsLog, "log", full)
+    assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 2]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert len(err) == 1 and f"cannot write {run / 'metrics.jsonl'}: the disk is full" in err[0], err

@@ -80,16 +80,13 @@ class RunLock:
 
 
 def disk_error(exc: BaseException) -> int | None:
-    """The errno of a full / read-only / not-writable disk behind ``exc`` (torch wraps it), else None."""
-    seen = exc
-    while seen is not None:
+    """The errno of a full / read-only / not-writable disk behind ``exc`` or its causes, else None
+    (``zoo._io.atomic_write`` re-raises the OSError that ``torch.save`` wraps in a RuntimeError)."""
+    seen, hops = exc, 0
+    while seen is not None and hops < 8:
         if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
             return seen.errno
-        text = str(seen)
-        for code in _DISK_ERRNOS:
-            if os.strerror(code) in text or errno.errorcode[code] in text:
-                return code
-        seen = seen.__cause__ or seen.__context__
+        seen, hops = seen.__cause__ or seen.__context__, hops + 1
     return None
 
 

@@ -6,6 +6,7 @@ The run folder is a :class:`zoo.train.folder.RunFolder` (its paths, its lock, "i
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -51,7 +52,10 @@ def _disk_failure(folder: RunFolder, exc: BaseException) -> RunWriteError | None
     if isinstance(exc, RunWriteError):
         return exc
     code = disk_error(exc)
-    return None if code is None else folder.write_error(getattr(exc, "filename", None) or folder.path, code)
+    where = Path(getattr(exc, "filename", None) or folder.path)
+    if code is None or (code in (errno.EACCES, errno.EPERM) and folder.path not in (where, *where.parents)):
+        return None  # not a write into the run folder (e.g. an unreadable data file): its own error stands
+    return folder.write_error(where, code)
 
 
 def run_experiment(experiment, overrides=(), *, out: str | os.PathLike = "runs", data_root: str | None = None,
