@@ -247,12 +247,12 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _batches(self, stop: int):
-        """``(batch, batches in its epoch)`` from the current position until step ``stop``."""
+        """``(row indices of a batch, batches in its epoch)`` from the current position until step ``stop``."""
         t, src = self.cfg.train, self.sources["train"]
         while self.pos.step < stop:
             order = epoch_batches(src.longest, t.batch_size, t.seed, self.pos.epoch, bucketed=self.cfg.data.bucketing)
             for idx in order[self.pos.batch_in_epoch:]:
-                yield src.batch(idx, t.batch_size), len(order)
+                yield idx, len(order)
                 if self.pos.step >= stop or self.pos.batch_in_epoch == 0:
                     break
 
@@ -267,8 +267,9 @@ class Trainer:
         self._before_first_step()
         bar = tqdm(total=stop, initial=self.pos.step, desc="train", disable=not self.run.progress, dynamic_ncols=True)
         with self.signals, self._second_signal(), bar:
-            for batch, n_batches in self._batches(stop):
+            for idx, n_batches in self._batches(stop):
                 t0 = time.perf_counter()
+                batch = self.sources["train"].batch(idx, t.batch_size)
                 info = {"step": self.pos.step + 1, "epoch": self.pos.epoch, "batch": self.pos.batch_in_epoch,
                         "rows": batch.n_rows, "real": batch.real_tokens, "padded": batch.padded_tokens}
                 self._pending.append((*self.train_step(batch), info))
