@@ -128,4 +128,4 @@ def test_a_built_wheel_works_without_the_source_tree(tmp_path):
     out = zoo("train", "listops_small", "--max-steps", "2", "--out", str(work / "runs"), "data.generate.n_train=200",
               "data.generate.n_val=50", "data.generate.n_test=50")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert '"steps": 2' in out.stdout and (work / "runs").is_dir()
+    assert "stopped at step 2 of" in out.stdout and (work / "runs").is_dir()  # zoo train's few lines

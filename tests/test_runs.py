@@ -88,7 +88,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, d
     assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 3]) == 0
     run = tmp_path / "runs" / "tiny-s4d"
     ck = run / "checkpoint.pt"
-    assert torch.load(run / "checkpoint.prev.pt", weights_only=False)["step"] == 2
+    assert torch.load(run / "checkpoint.prev.pt", weights_only=True)["step"] == 2
     data = ck.read_bytes()
     ck.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(4096)}[damage])
     capsys.readouterr()
@@ -96,7 +96,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, d
         code = run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 5])
     assert code == 0 and "from checkpoint.prev.pt at step 2" in capsys.readouterr().err
     assert (run / "checkpoint.pt.corrupt").exists()  # set aside, never deleted
-    assert torch.load(ck, weights_only=False)["step"] == 5
+    assert torch.load(ck, weights_only=True)["step"] == 5
     steps = [r["step"] for r in train_records(run) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5]  # the records of the lost step 3 were cut, then redone once
 
@@ -133,13 +133,13 @@ def test_a_signal_saves_a_checkpoint_and_the_summary(tmp_path, sig, code):
     lines = [line for line in err.strip().splitlines() if line.startswith("zoo train:")]
     assert "Traceback" not in err and "run the same command again to resume" in lines[-1]
     done = [r["step"] for r in train_records(run) if r["kind"] == "train"]
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["step"] == done[-1] >= 5  # every completed step is in the checkpoint
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"].startswith(f"interrupted by {signal.Signals(sig).name}") and summary["steps"] == ck["step"]
     # and it resumes from there
     assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", ck["step"] + 2, *over]) == 0
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == ck["step"] + 2
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == ck["step"] + 2
 
 
 def test_two_processes_cannot_share_a_run_folder(tmp_path, capsys):
@@ -181,7 +181,11 @@ def test_run_folders_are_named_after_what_differs(tmp_path, capsys):
 def test_max_steps_stops_without_shortening_the_schedule(tmp_path, capsys):
     exp = tiny_experiment(tmp_path)
     assert run_cli(["train", exp, "--out", tmp_path / "runs", "--max-steps", 3]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out.splitlines()  # a few lines, not the whole summary
+    run = tmp_path / "runs" / "tiny-s4d"
+    assert len(out) <= 8 and out[-1].strip() == f"summary   {run / 'summary.json'}"
+    assert any(line.strip().startswith("test acc") for line in out) and "params" in "".join(out)
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["total_steps"] == 8 and summary["status"] == "stopped at step 3 of 8 " \
         "(resume to continue)"
 

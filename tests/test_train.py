@@ -39,7 +39,7 @@ def test_every_layer_forward_backward(name, inputs):
     cfg = ModelConfig(**TINY_MODEL, pos_emb="learned")
     vocab = None if inputs == "floats" else 11
     model = build_model(cfg, {"name": name}, n_classes=3, max_len=16, vocab_size=vocab,
-                        n_inputs=2 if inputs == "pair" else 1)
+                        kind="pair" if inputs == "pair" else "classify")
     B, L = 2, 12
     x = torch.randn(B, L) if inputs == "floats" else torch.randint(1, 11, (B, L))
     mask = _mask(B, L)
@@ -132,8 +132,8 @@ def test_resume_is_exact(tmp_path):
     b = run_experiment(exp, ["train.epochs=1"], out=tmp_path / "a", max_steps=5, datasets=_synthetic())
     c = run_experiment(exp, ["train.epochs=1"], out=tmp_path / "c", max_steps=5, datasets=_synthetic())
     assert b["steps"] == c["steps"] == 5
-    sa = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)
-    sc = torch.load(tmp_path / "c" / "run" / "checkpoint.pt", weights_only=False)
+    sa = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=True)
+    sc = torch.load(tmp_path / "c" / "run" / "checkpoint.pt", weights_only=True)
     for k in sc["model"]:
         assert torch.equal(sa["model"][k], sc["model"][k]), k
     assert sa["optimizer"]["param_groups"][0]["lr"] == sc["optimizer"]["param_groups"][0]["lr"]
@@ -168,7 +168,7 @@ def test_nan_loss_stops_with_clear_error(tmp_path):
         run_experiment(_exp(), ["optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0", "optim.sched=none",
                                 "train.epochs=3"], out=tmp_path, datasets=ds)
     step = int(str(info.value).split(" at step ")[1].split()[0])
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == step - 1
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 

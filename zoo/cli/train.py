@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 EPILOG = """\
 examples:
@@ -30,8 +30,27 @@ def _cmd_train(args) -> int:
     summary = run_experiment(args.experiment, args.overrides, out=args.out, data_root=args.data_root,
                              resume=True if args.resume else None, max_steps=args.max_steps,
                              progress=False if args.no_progress else None)
-    print(json.dumps(summary, indent=2, default=str))
+    print(_brief(summary))
     return 0
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _brief(s: dict) -> str:
+    """A few lines of the summary: accuracies, size, time, where the whole of it is."""
+    chance = f" (chance {_pct(s['chance_acc'])})" if s.get("chance_acc") is not None else ""
+    wall = s.get("wall_seconds")
+    return "\n".join([
+        f"{s.get('task')} / {s.get('layer')}: {s.get('status')}",
+        f"  test acc  {_pct(s.get('test_acc'))}{chance}",
+        f"  val acc   {_pct(s.get('best_val_acc'))} (best, step {s.get('best_step')})",
+        f"  params    {s.get('params', 0):,}",
+        f"  time      {s.get('train_seconds')} s training, {wall if wall is not None else '-'} s in all, "
+        f"{s.get('steps')} steps",
+        f"  summary   {Path(s.get('run_dir', '.')) / 'summary.json'}",
+    ])
 
 
 def add_train_parser(sub) -> None:

@@ -6,10 +6,10 @@
     Heads:    ClassificationHead  (B, D) -> (B, C)
               RetrievalHead       [u, v, u*v, u-v] (B, 4D) -> Mlp -> (B, C)   (LRA's dual encoder)
 
-The mixer of every block is built from one resolved layer config (:func:`zoo.config.resolve_layer`:
-a registry name or mapping, with ``d_model`` from :class:`ModelConfig` and ``max_len`` injected
-when the layer declares ``needs_max_len``), resolved once per model. Nothing here knows any
-layer name.
+The mixer of every block is built from one :class:`~zoo.config.ResolvedLayer` (resolved once, by
+:func:`zoo.config.resolve_layer`, with ``d_model`` from :class:`ModelConfig` and ``max_len`` injected
+when the layer declares ``needs_max_len``); the encoder only checks that it fits. The head comes from
+the task kind (``zoo.models.kinds``). Nothing here knows any layer or task name.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from zoo.base import config_field, zero_padded
-from zoo.config import resolve_layer
+from zoo.config import ResolvedLayer
 from zoo.models.block import NORMS, Block
-from zoo.models.heads import ClassificationHead, RetrievalHead
+from zoo.models.kinds import TaskKind, get_kind
 
 __all__ = ["Classifier", "Encoder", "ModelConfig", "build_model"]
 
@@ -69,20 +69,33 @@ def sinusoidal_positions(max_len: int, d_model: int) -> Tensor:
     return table  # (L, D)
 
 
+def _check_layer(layer: Any, d_model: int, max_len: int) -> None:
+    """The layer is resolved and sized for this encoder; the message says how to fix the call."""
+    if not isinstance(layer, ResolvedLayer):
+        raise TypeError(f"the encoder takes a zoo.config.ResolvedLayer, got {type(layer).__name__}: call "
+                        f"zoo.config.resolve_layer(layer, d_model={d_model}, max_len={max_len}) first")
+    if layer.config.d_model != d_model:
+        raise ValueError(f"layer {layer.name} was resolved with d_model={layer.config.d_model}, the model has "
+                         f"d_model={d_model}: resolve it with d_model={d_model}")
+    if getattr(layer.entry.cls, "needs_max_len", False) and layer.config.max_len < max_len:
+        raise ValueError(f"layer {layer.name} was resolved with max_len={layer.config.max_len}, shorter than the "
+                         f"model's max_len={max_len}: resolve it with max_len={max_len}")
+
+
 class Encoder(nn.Module):
     """Embedding -> [positions] -> ``n_layers`` blocks -> final norm -> pooled ``(B, D)``.
 
     Args:
         config: the :class:`ModelConfig`.
-        layer: the layer: a :class:`~zoo.config.ResolvedLayer`, or a registry name / mapping with
-            ``name`` + fields (resolved here, once, with this model's ``d_model`` and ``max_len``).
+        layer: the resolved layer (:func:`zoo.config.resolve_layer` with this model's ``d_model``
+            and ``max_len``); nothing is resolved here.
         vocab_size: token inputs ``(B, L)`` int64 use an embedding of this size; ``None`` means float
             inputs ``(B, L)`` or ``(B, L, in_features)`` through a Linear.
         max_len: the longest input (positional table; ``max_len`` of layers that need it).
         in_features: features per position of float inputs.
     """
 
-    def __init__(self, config: ModelConfig, layer: Any, *, vocab_size: int | None, max_len: int,
+    def __init__(self, config: ModelConfig, layer: ResolvedLayer, *, vocab_size: int | None, max_len: int,
                  in_features: int = 1) -> None:
         super().__init__()
         self.config = config
@@ -97,7 +110,7 @@ class Encoder(nn.Module):
         else:
             self.pos = None
         self.drop = nn.Dropout(config.dropout)
-        layer = resolve_layer(layer, d_model=D, max_len=max_len)
+        _check_layer(layer, D, max_len)
         self.layer = layer
         rates = [config.drop_path * i / max(config.n_layers - 1, 1) for i in range(config.n_layers)]
         self.blocks = nn.ModuleList(
@@ -179,15 +192,15 @@ class Classifier(nn.Module):
 
 
 def build_model(config: ModelConfig, layer: Any, *, n_classes: int, max_len: int, vocab_size: int | None,
-                n_inputs: int = 1, in_features: int = 1) -> Classifier:
-    """A :class:`Classifier`: single-input heads for ``n_inputs == 1``, the dual-encoder retrieval
-    head for ``n_inputs == 2`` (the encoder is shared between the two documents)."""
+                kind: str | TaskKind = "classify", in_features: int = 1) -> Classifier:
+    """A :class:`Classifier` with the head of the task ``kind`` (``zoo.models.kinds``: ``classify``,
+    ``pair``, ...); the encoder is shared between the inputs of a multi-input kind.
+
+    ``layer``: a :class:`~zoo.config.ResolvedLayer`, or a registry name / mapping, resolved here
+    once with ``config.d_model`` and ``max_len`` (the one resolution of a model built directly).
+    """
+    from zoo.config import resolve_layer
+
+    layer = resolve_layer(layer, d_model=config.d_model, max_len=max_len)
     encoder = Encoder(config, layer, vocab_size=vocab_size, max_len=max_len, in_features=in_features)
-    if n_inputs == 1:
-        head = ClassificationHead(config.d_model, n_classes, dropout=config.dropout)
-    elif n_inputs == 2:
-        head = RetrievalHead(config.d_model, n_classes, hidden=int(round(config.d_model * config.mlp_ratio)),
-                             dropout=config.dropout)
-    else:
-        raise ValueError(f"n_inputs={n_inputs}: 1 (classification) or 2 (dual-encoder retrieval)")
-    return Classifier(encoder, head)
+    return Classifier(encoder, get_kind(kind).head(config, n_classes))

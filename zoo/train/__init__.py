@@ -7,7 +7,9 @@
 from zoo.train.checkpoint import CheckpointError
 from zoo.train.experiment import Experiment, ExperimentConfigError, load_experiment
 from zoo.train.optim import build_optimizer, build_scheduler, param_groups
-from zoo.train.runs import RunLockedError, run_experiment
+from zoo.train.folder import RunFolder, RunLockedError, RunWriteError
+from zoo.train.runs import run_experiment
+from zoo.train.build import build_run
 from zoo.train.memory import MemoryEstimateError
 from zoo.train.stopping import Interrupted, TrainingDiverged
 from zoo.train.trainer import Trainer
@@ -18,10 +20,13 @@ __all__ = [
     "ExperimentConfigError",
     "Interrupted",
     "MemoryEstimateError",
+    "RunFolder",
     "RunLockedError",
+    "RunWriteError",
     "Trainer",
     "TrainingDiverged",
     "build_optimizer",
+    "build_run",
     "build_scheduler",
     "load_experiment",
     "param_groups",

@@ -6,6 +6,11 @@ unreadable one (truncated, empty, garbage) to ``<name>.corrupt`` with a one-line
 damaged file never costs more than the steps since the previous checkpoint. RNG states (torch,
 CUDA, numpy, Python) travel with the checkpoint so that a resumed run draws the same dropout
 masks and batches as an uninterrupted one.
+
+Nothing runs from a loaded file: every checkpoint is read with ``torch.load(weights_only=True)``
+and holds only tensors, numbers, strings and plain containers (the RNG states as tensors and
+numbers). A file that pickles anything else (a function, a class) is refused in one line and left
+where it is.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import torch
 
 from zoo._io import atomic_torch_save
 
-__all__ = ["BEST", "CHECKPOINT", "PREVIOUS", "CheckpointError", "load_latest", "load_optimizer", "rng_state", "save",
-           "set_rng_state"]
+__all__ = ["BEST", "CHECKPOINT", "PREVIOUS", "CheckpointError", "UnsafeCheckpointError", "load_latest",
+           "load_optimizer", "rng_state", "safe_load", "save", "set_rng_state"]
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -35,16 +40,41 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint: every candidate is missing or unreadable (the message names them)."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint pickles objects other than tensors and plain data: loading it could run code."""
+
+
+def safe_load(path: Path, map_location=None):
+    """``torch.load(path, weights_only=True)``; a file holding other pickled objects raises one line."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln or "GLOBAL " in ln]
+        if not lines:  # damaged, not foreign
+            raise
+        what = lines[0].split("error: ")[-1]
+        raise UnsafeCheckpointError(
+            f"{path} holds more than tensors and plain data ({what[:160]}): refused to load it, since loading it "
+            "could run code. Delete it (or the run folder), or choose another --out") from None
+
+
 def save(state: dict, run_dir: Path) -> Path:
-    """Write ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
-    path = run_dir / CHECKPOINT
+    """Write ``run_dir/checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``.
+
+    The new file is written completely first (``.checkpoint.next.pt``), then the two renames: a
+    failed write (a full disk) leaves both checkpoints as they were."""
+    path, staged = run_dir / CHECKPOINT, run_dir / ".checkpoint.next.pt"
+    atomic_torch_save(state, staged)
     if path.exists():
         os.replace(path, run_dir / PREVIOUS)
-    return atomic_torch_save(state, path)
+    os.replace(staged, path)
+    return path
 
 
 def _read(path: Path, map_location) -> dict:
-    ck = torch.load(path, map_location=map_location, weights_only=False)
+    ck = safe_load(path, map_location)
     if not isinstance(ck, dict) or any(k not in ck for k in _REQUIRED):
         raise ValueError(f"not a zoo checkpoint (keys: {sorted(ck) if isinstance(ck, dict) else type(ck).__name__})")
     return ck
@@ -65,6 +95,8 @@ def load_latest(run_dir: Path, map_location=None) -> tuple[dict, Path] | None:
             continue
         try:
             return _read(path, map_location), path
+        except UnsafeCheckpointError:
+            raise  # not damaged, foreign: never moved, never loaded
         except Exception as exc:  # truncated, empty, garbage, wrong content: set aside, try the older one
             why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
             tried.append(f"{path} ({why})")
@@ -85,15 +117,23 @@ def peek_step(path: Path) -> int | None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every random stream's state as tensors, numbers and lists (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(s: dict) -> None:
     # RNG states are CPU ByteTensors; a checkpoint loaded with map_location="cuda" moved them.
     torch.set_rng_state(s["torch"].cpu())
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    n, p = s["numpy"], s["python"]
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
 

@@ -75,9 +75,3 @@ class Dist:
         return dataclasses.replace(b, inputs=[x[r::w] for x in b.inputs],
                                    masks=[m if m is None else m[r::w] for m in b.masks], labels=b.labels[r::w],
                                    weights=b.weights[r::w])
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if ``flag`` is True on any (a stop must happen at the same step everywhere)."""
-        if self.world == 1:
-            return flag
-        return bool(self.all_sum(torch.tensor([float(flag)], device=device)).item())

@@ -1,4 +1,4 @@
-"""The experiment: its schema, and loading it from YAML + overrides, validated once.
+"""The experiment: loading it from YAML + overrides, validated once (the schema: ``zoo.train.schema``).
 
 An *experiment* is a task + a layer + a model + an optimisation config, plus ``data`` and
 ``train``, in one YAML under ``configs/experiments/`` (or any path), merged with OmegaConf
@@ -25,19 +25,20 @@ import difflib
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Iterable, List
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import registry
-from zoo.base import config_field
 from zoo.config import ResolvedLayer, find_config, layer_fields, load_named, parse_overrides, resolve_layer
 from zoo.data.tasks import TaskSpec, get_task
 from zoo.models import ModelConfig
+from zoo.train.schema import (RUNTIME_KEYS, SECTIONS, DataConfig, ExperimentConfig, OptimConfig, TaskConfig,
+                              TrainConfig)
 
 __all__ = [
     "DataConfig",
@@ -53,93 +54,6 @@ __all__ = [
 ]
 
 
-@dataclass
-class TaskConfig:
-    """Which LRA task, and its protocol fields (the task's config dataclass: max_len, pixels, ...)."""
-
-    name: str = config_field(MISSING, "a registered task: listops | text | retrieval | image | pathfinder | pathx")
-    options: Dict[str, Any] = config_field({}, "task protocol fields (validated by the task's config)")
-
-
-@dataclass
-class DataConfig:
-    """Where the data is, what to do when it is missing, and how batches are formed."""
-
-    root: str = config_field("data", "folder searched for the task's files (the official layout; see docs/data.md)")
-    cache_dir: Optional[str] = config_field(None, "processed-data cache (default: $ZOO_DATA_CACHE or ~/.cache/zoo/lra)")
-    generate_if_missing: bool = config_field(False, "generate the task's data if it is not under root (tasks "
-                                                    "with a generator: listops, pathfinder, pathx)")
-    generate: Dict[str, Any] = config_field({}, "generator fields for generate_if_missing (zoo data generate TASK --help)")
-    bucketing: bool = config_field(True, "length-aware batches: examples of similar length batched together, padded "
-                                         "to a few shape buckets (False: uniformly shuffled batches)")
-    on_device: str = config_field("auto", "keep the whole tokenised split on the training device: auto (when it "
-                                          "is under 4 GiB) | true | false")
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule, built by timm's factories."""
-
-    opt: str = config_field("adamw", "timm optimizer name (timm.optim.list_optimizers())")
-    lr: float = config_field(1e-3, "peak learning rate of the default groups")
-    weight_decay: float = config_field(0.01, "weight decay of >= 2-D parameters (1-D: 0; mixer hooks: their own)")
-    opt_kwargs: Dict[str, Any] = config_field({}, "extra optimizer arguments, e.g. {betas: [0.9, 0.98]}")
-    sched: str = config_field("cosine", "timm scheduler: cosine | step | constant | poly | none ...")
-    warmup_steps: int = config_field(0, "linear warm-up steps from warmup_lr")
-    warmup_lr: float = config_field(1e-6, "learning rate at step 0 of the warm-up")
-    min_lr: float = config_field(0.0, "floor of the schedule")
-    schedule_steps: Optional[int] = config_field(None, "schedule length in steps (default: epochs * steps per epoch)")
-    grad_clip: float = config_field(1.0, "clip the global gradient norm to this (0 = off)")
-
-
-@dataclass
-class TrainConfig:
-    """The loop: length, batches, evaluation, checkpoints, device, logging."""
-
-    epochs: int = config_field(10, "passes over the training split")
-    batch_size: int = config_field(32, "training batch size (the global batch under torchrun)")
-    eval_batch_size: Optional[int] = config_field(None, "evaluation batch size (default: batch_size)")
-    max_steps: Optional[int] = config_field(None, "stop after this many optimizer steps in total; the learning-rate "
-                                                  "schedule keeps its full length (run again with more to continue)")
-    seed: int = config_field(0, "seeds the model init, the batch order and dropout")
-    device: str = config_field("auto", "auto (cuda if available) | cpu | cuda | cuda:N")
-    precision: str = config_field("auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32")
-    checkpoint_every: int = config_field(500, "write checkpoint.pt every N steps (also at each epoch end, at the "
-                                              "end and on Ctrl-C / SIGTERM)")
-    eval_every: int = config_field(0, "also evaluate on val every N steps (0: at epoch ends only)")
-    log_every: int = config_field(20, "append a training record to metrics.jsonl every N steps")
-    progress: bool = config_field(True, "progress bars (shown only on a terminal)")
-    run_name: Optional[str] = config_field(None, "run folder name under --out (default: experiment-layer[-digest])")
-    warmup_compile: str = config_field("auto", "compile every shape bucket before the first step: auto (on CUDA) | "
-                                               "true | false")
-    cuda_graphs: str = config_field("auto", "replay each shape's training step from a CUDA graph (one launch per step): "
-                                            "auto (on one CUDA GPU with Adam/AdamW) | true (required) | false")
-    tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
-                                            "tensorboard package is installed) | true | false")
-    wandb: bool = config_field(False, "also log to Weights & Biases (needs the wandb package; WANDB_* variables apply)")
-
-
-@dataclass
-class ExperimentConfig:
-    """task + layer + model + optim (+ data, train)."""
-
-    task: TaskConfig = field(default_factory=TaskConfig)
-    layer: Dict[str, Any] = config_field({}, "registry layer config: name + fields")
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-SECTIONS = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig, "data": DataConfig, "train": TrainConfig}
-
-#: keys that may differ between a checkpoint's config and the resuming one (they do not change the run)
-RUNTIME_KEYS = frozenset({
-    "train.max_steps", "train.progress", "train.eval_batch_size", "train.device", "train.run_name",
-    "train.warmup_compile", "train.cuda_graphs", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir", "data.on_device",
-})
-
-
 class ExperimentConfigError(ValueError):
     """An experiment config has an unknown key, a wrong type or an invalid value."""
 
@@ -153,6 +67,7 @@ class Experiment:
         name: the experiment's name (the YAML's stem, or ``"run"`` for a mapping).
         task: the task's spec; ``task_config`` its validated protocol config.
         layer: the layer, resolved once (with the model's ``d_model`` and the task's length).
+        max_len: the task's input length: the one length the model and the layer are built for.
         base: the config of the experiment without the command-line overrides (names run folders).
     """
 
@@ -161,7 +76,12 @@ class Experiment:
     task: TaskSpec
     task_config: Any
     layer: ResolvedLayer
+    max_len: int = 0
     base: DictConfig | None = None
+
+    def model_config(self) -> ModelConfig:
+        """The typed model section."""
+        return ModelConfig(**OmegaConf.to_container(self.cfg.model, resolve=True))
 
     def run_name(self) -> str:
         """``train.run_name``, else ``<experiment>-<layer>``, plus a digest of the other keys that the
@@ -319,10 +239,24 @@ def _merge(raw_d: dict, over_d: dict) -> DictConfig:
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), *rest, {"task": task, "layer": layer})
         OmegaConf.to_object(cfg)  # runs the dataclasses' __post_init__ checks
     except OmegaConfBaseException as exc:
-        raise ExperimentConfigError(f"invalid experiment config: {str(exc).strip().splitlines()[0]}") from None
+        raise ExperimentConfigError(_type_error_line(exc)) from None
     except (ValueError, TypeError) as exc:
         raise ExperimentConfigError(f"invalid experiment config: {exc}") from None
     return cfg
+
+
+_TYPE_WORDS = {"Integer": ("an int", "6"), "Float": ("a float", "0.1"), "Boolean": ("a bool", "true"),
+               "String": ("a string", "text")}
+
+
+def _type_error_line(exc: OmegaConfBaseException) -> str:
+    """``model.n_layers: 'two' is not an int (e.g. model.n_layers=6)``: key, value and wanted type in one line."""
+    key = getattr(exc, "full_key", None) or "?"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for word, (kind, example) in _TYPE_WORDS.items():
+        if f"converted to {word}" in first:
+            return f"{key}: {getattr(exc, 'value', None)!r} is not {kind} (e.g. {key}={example})"
+    return f"invalid experiment config: {key}: {first}"
 
 
 def _validate(cfg: DictConfig, name: str) -> Experiment:
@@ -331,8 +265,9 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         task_config = task.make_config(OmegaConf.to_container(cfg.task.options, resolve=True))
     except ValueError as exc:
         raise ExperimentConfigError(f"task.options: {exc}") from None
+    max_len = int(task.length(task_config))
     try:
-        layer = resolve_layer(cfg.layer, d_model=cfg.model.d_model, max_len=task.length(task_config))
+        layer = resolve_layer(cfg.layer, d_model=cfg.model.d_model, max_len=max_len)
     except registry.RegistryError as exc:
         raise ExperimentConfigError(f"layer: {exc}") from None
     cfg.layer = layer.to_dict()
@@ -368,7 +303,7 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         if not ok:
             raise ExperimentConfigError(f"{key}={value!r} is not valid: must be {want}")
     check_device(t.device)
-    return Experiment(cfg=cfg, name=name, task=task, task_config=task_config, layer=layer)
+    return Experiment(cfg=cfg, name=name, task=task, task_config=task_config, layer=layer, max_len=max_len)
 
 
 def check_device(device: str) -> torch.device:

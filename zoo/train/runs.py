@@ -1,62 +1,61 @@
-"""Run folders: one process at a time.
+"""``run_experiment``: load, lock the run folder, build, resume, train, test (what ``zoo train`` runs).
 
-A run folder (``OUT/<run name>``) is locked for as long as a trainer writes to it (an advisory
-``fcntl`` lock on ``.lock``, released by the OS if the process dies), so two terminals, or two
-``torchrun`` launches, can never interleave checkpoints silently: the second one is refused
-with one line naming the holder.
+The run folder is a :class:`zoo.train.folder.RunFolder` (its paths, its lock, "is it finished?");
+``RunLock`` / ``RunLockedError`` are re-exported from there.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-import socket
-import time
+import sys
 from pathlib import Path
 
-__all__ = ["RunLock", "RunLockedError"]
+from zoo.train.folder import RunFolder, RunLock, RunLockedError, RunWriteError, disk_error
+
+__all__ = ["RunFolder", "RunLock", "RunLockedError", "RunWriteError", "run_experiment"]
 
 
-class RunLockedError(RuntimeError):
-    """Another process holds the run folder."""
+def _overrides(overrides, data_root, max_steps, progress) -> list[str]:
+    out = list(overrides)
+    if data_root is not None:
+        out.append(f"data.root={data_root}")
+    if max_steps is not None:
+        out.append(f"train.max_steps={max_steps}")
+    if progress is not None:
+        out.append(f"train.progress={str(bool(progress)).lower()}")
+    return out
 
 
-class RunLock:
-    """``with RunLock(run_dir): ...`` holds the folder's lock (non-blocking: raises if taken)."""
+def _check_resume_flag(folder: RunFolder, resume: bool | None) -> None:
+    if resume is True and not folder.has_checkpoint():
+        raise FileNotFoundError(f"--resume: no checkpoint in {folder.path}")
+    if resume is False and folder.has_checkpoint():
+        raise FileExistsError(f"{folder.path} holds a checkpoint: resume it (the default), or choose another "
+                              "train.run_name / --out")
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".lock"
-        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
-        import fcntl
+def _record_failure(folder: RunFolder, exc: Exception) -> None:
+    """Put the failure in summary.json when the disk still lets us (best effort: it may be the cause)."""
+    from zoo._io import atomic_write_text
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise RunLockedError(f"run folder {self.path.parent} is in use by {holder}: wait for it to finish, or "
-                                 "choose another --out / train.run_name") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self._fd = fd
-        return self
+    summary = {**(folder.summary() or {}), "status": f"failed: {exc}"}
+    try:
+        atomic_write_text(folder.summary_path, json.dumps(summary, indent=2, default=str) + "\n")
+    except (OSError, RuntimeError):
+        pass
 
-    def release(self) -> None:
-        if self._fd is not None:
-            import fcntl
 
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+def _disk_failure(folder: RunFolder, exc: BaseException) -> RunWriteError | None:
+    """A full / unwritable disk behind ``exc`` as one RunWriteError line (None: another error)."""
+    if isinstance(exc, RunWriteError):
+        return exc
+    code = disk_error(exc)
+    where = Path(getattr(exc, "filename", None) or folder.path)
+    if code is None or (code in (errno.EACCES, errno.EPERM) and folder.path not in (where, *where.parents)):
+        return None  # not a write into the run folder (e.g. an unreadable data file): its own error stands
+    return folder.write_error(where, code)
 
 
 def run_experiment(experiment, overrides=(), *, out: str | os.PathLike = "runs", data_root: str | None = None,
@@ -68,58 +67,52 @@ def run_experiment(experiment, overrides=(), *, out: str | os.PathLike = "runs",
     to reuse a folder that has one. A finished run is not retrained: its summary is returned.
 
     Raises:
-        ExperimentConfigError, RegistryError, TaskNotFoundError, ...: bad input (one line each).
+        ExperimentConfigError, RegistryError, TaskNotFoundError, ...: bad input (one line each), among
+            them a checkpoint of another config or other data.
         RunLockedError: another process trains into the same folder.
-        CheckpointError: the folder's checkpoints are all unreadable.
+        CheckpointError: the folder's checkpoints are all unreadable, or one is unsafe to load;
+            RunWriteError (a CheckpointError): the disk is full or the folder is not writable.
         TrainingDiverged: NaN/inf loss. Interrupted: Ctrl-C / SIGTERM (a checkpoint was saved).
     """
-    import json
-    import sys
-
-    from zoo.train import checkpoint as ckpt
-    from zoo.train.experiment import load_experiment
     from zoo.train.distributed import Dist
+    from zoo.train.experiment import load_experiment
+
+    exp = load_experiment(experiment, _overrides(overrides, data_root, max_steps, progress))
+    folder = RunFolder(Path(out).expanduser() / exp.run_name())
+    _check_resume_flag(folder, resume)
+    dist = Dist.from_env()
+    if dist.main:
+        folder.lock.acquire()
+    try:
+        return _train(exp, folder, dist, datasets)
+    except (OSError, RuntimeError) as exc:
+        failure = _disk_failure(folder, exc)
+        if failure is None:
+            raise
+        if dist.main:
+            _record_failure(folder, failure)
+        raise failure from None
+    finally:
+        folder.lock.release()
+
+
+def _train(exp, folder: RunFolder, dist, datasets) -> dict:
     from zoo.train.trainer import Trainer
 
-    overrides = list(overrides)
-    if data_root is not None:
-        overrides.append(f"data.root={data_root}")
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={max_steps}")
-    if progress is not None:
-        overrides.append(f"train.progress={str(bool(progress)).lower()}")
-    exp = load_experiment(experiment, overrides)
-    run_dir = Path(out).expanduser() / exp.run_name()
-    has_ck = any((run_dir / n).exists() for n in (ckpt.CHECKPOINT, ckpt.PREVIOUS))
-    if resume is True and not has_ck:
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
-    if resume is False and has_ck:
-        raise FileExistsError(f"{run_dir} holds a checkpoint: resume it (the default), or choose another "
-                              "train.run_name / --out")
-    dist = Dist.from_env()
-    lock = RunLock(run_dir).acquire() if dist.main else None
-    try:
-        trainer = Trainer(exp, run_dir, datasets=datasets)
-        loaded = trainer.resume()
-        if loaded is not None:
-            stop = min(exp.cfg.train.max_steps or trainer.total_steps, trainer.total_steps)
-            if dist.main:
-                print(f"zoo train: resuming {run_dir} from {loaded.name} at step {trainer.step} (epoch "
-                      f"{trainer.epoch}, batch {trainer.batch_in_epoch})", file=sys.stderr)
-            summary = run_dir / "summary.json"
-            if trainer.step >= stop and summary.exists():
-                done = json.loads(summary.read_text())
-                if done.get("test_acc") is not None:
-                    if dist.main:
-                        print("zoo train: nothing left to train (raise train.max_steps / --max-steps to continue)",
-                              file=sys.stderr)
-                    return done
-        if dist.main:
-            print(f"zoo train: {run_dir.name}: task {exp.task.name} ({trainer.data_source}), layer {exp.layer.name}, "
-                  f"{trainer.n_params:,} parameters, {trainer.steps_per_epoch} steps/epoch, {trainer.total_steps} "
-                  f"steps, {trainer.device} {trainer.precision}"
-                  f"{f' x {dist.world} processes' if dist.world > 1 else ''} -> {run_dir}", file=sys.stderr)
-        return trainer.fit()
-    finally:
-        if lock is not None:
-            lock.release()
+    trainer = Trainer(exp, folder.path, datasets=datasets)
+    loaded = trainer.resume()
+    say = (lambda msg: print(f"zoo train: {msg}", file=sys.stderr)) if dist.main else (lambda msg: None)
+    if loaded is not None:
+        pos = trainer.pos
+        say(f"resuming {folder.path} from {loaded.name} at step {pos.step} (epoch {pos.epoch}, batch "
+            f"{pos.batch_in_epoch})")
+        stop = min(exp.cfg.train.max_steps or trainer.total_steps, trainer.total_steps)
+        done = folder.summary()
+        if pos.step >= stop and done is not None and done.get("test_acc") is not None:
+            say("nothing left to train (raise train.max_steps / --max-steps to continue)")
+            return done
+    run = trainer.run
+    say(f"{folder.name}: task {exp.task.name} ({run.data['source']}), layer {exp.layer.name}, {run.n_params:,} "
+        f"parameters, {run.steps_per_epoch} steps/epoch, {run.total_steps} steps, {run.device} {run.precision}"
+        f"{f' x {dist.world} processes' if dist.world > 1 else ''} -> {folder.path}")
+    return trainer.fit()

@@ -35,36 +35,39 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from zoo.functional.common import graph_safe
+from zoo.models.kinds import ClassifyKind
+
+_CLASSIFY = ClassifyKind().loss_terms
 
 __all__ = ["GraphedSteps", "graphs_unavailable", "optimizer_step", "weighted_loss"]
 
 
 def optimizer_step(model, params: Sequence[torch.Tensor], optimizer, inputs, masks, labels, weights, scale,
-                   grad_clip: float, autocast: Callable) -> torch.Tensor:
-    """Forward, weighted cross-entropy, backward, clipping, ``optimizer.step()``.
+                   grad_clip: float, autocast: Callable, loss_terms: Callable = _CLASSIFY) -> torch.Tensor:
+    """Forward, the task kind's weighted loss, backward, clipping, ``optimizer.step()``.
 
     ``weights`` are 1 for real rows and 0 for filler rows; ``scale`` (a float or a 0-d tensor)
-    turns the weighted sum into the mean over the real rows of the global batch. Returns the
+    turns the weighted sum into the mean over the real rows of the global batch; ``loss_terms`` is
+    the task kind's (``zoo.models.kinds.TaskKind.loss_terms``, shared with evaluation). Returns the
     detached ``(loss, correct rows, gradient norm)`` as one ``(3,)`` fp32 device tensor (no host sync).
     """
-    loss, logits = weighted_loss(model, inputs, masks, labels, weights, scale, autocast)
+    loss, terms = weighted_loss(model, inputs, masks, labels, weights, scale, autocast, loss_terms)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     optimizer.step()
-    correct = ((logits.detach().argmax(-1) == labels).float() * weights).sum()
-    return torch.stack([loss.detach(), correct, norm.detach().float()])
+    return torch.stack([loss.detach(), terms[1].detach(), norm.detach().float()])
 
 
-def weighted_loss(model, inputs, masks, labels, weights, scale, autocast: Callable):
-    """``(sum_b weights[b] * CE(model(inputs, masks)[b], labels[b]) * scale, logits)`` (fp32 loss)."""
+def weighted_loss(model, inputs, masks, labels, weights, scale, autocast: Callable, loss_terms: Callable = _CLASSIFY):
+    """``(loss_terms(...)[0] * scale, loss_terms(...))``: the weighted loss sum scaled to the batch mean
+    (fp32), and the kind's ``(3,)`` terms (loss sum, correct, weight sum) of ``model(inputs, masks)``."""
     with autocast():
         logits = model(inputs, masks)
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
-    return (ce * weights).sum() * scale, logits
+    terms = loss_terms(logits, labels, weights)  # (3,)
+    return terms[0] * scale, terms
 
 
 def graphs_unavailable(device: torch.device, world: int, optimizer) -> str | None:
@@ -126,7 +129,7 @@ class GraphedSteps:
     """:func:`optimizer_step` captured once per batch shape, replayed for every batch of that shape.
 
     Args:
-        model, optimizer, grad_clip: as for :func:`optimizer_step` (``optimizer``: torch Adam / AdamW;
+        model, optimizer, grad_clip, loss_terms: as for :func:`optimizer_step` (``optimizer``: torch Adam / AdamW;
             it is switched to ``capturable=True`` and its state is created).
         autocast: ``autocast(cache=False)`` -> the autocast context of the run (no weight-cast cache
             inside a capture).
@@ -134,8 +137,9 @@ class GraphedSteps:
     """
 
     def __init__(self, model, optimizer, *, grad_clip: float, autocast: Callable, device: torch.device,
-                 max_graphs: int = 32) -> None:
+                 max_graphs: int = 32, loss_terms: Callable = _CLASSIFY) -> None:
         self.model, self.optimizer, self.grad_clip, self.autocast = model, optimizer, grad_clip, autocast
+        self.loss_terms = loss_terms
         self.device, self.max_graphs = device, max_graphs
         self.params = [p for p in model.parameters() if p.requires_grad]
         _capturable_adam(optimizer)
@@ -151,7 +155,7 @@ class GraphedSteps:
 
     def _step(self, inputs, masks, labels, weights, scale, cache: bool = True) -> torch.Tensor:
         return optimizer_step(self.model, self.params, self.optimizer, inputs, masks, labels, weights, scale,
-                              self.grad_clip, lambda: self.autocast(cache=cache))
+                              self.grad_clip, lambda: self.autocast(cache=cache), self.loss_terms)
 
     def capture(self, inputs, masks, labels, weights) -> None:
         """Record the step for the shape of this batch (its values only fill the static buffers)."""
@@ -168,7 +172,7 @@ class GraphedSteps:
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self.stream):
                 weighted_loss(self.model, st.inputs, st.masks, st.labels, st.weights, st.scale,
-                              lambda: self.autocast(cache=False))[0].backward()
+                              lambda: self.autocast(cache=False), self.loss_terms)[0].backward()
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
             self.optimizer.zero_grad(set_to_none=True)
             gc.collect()  # no collection during the capture: freeing another (dead) graph there invalidates it

@@ -3,15 +3,14 @@
 A first Ctrl-C or SIGTERM only raises a flag: the current step completes, a checkpoint and the
 summary are written, and :class:`Interrupted` carries the exit code (130 / 143) and one line
 saying how to resume. A second signal stops at once (the last checkpoint stands). Under torchrun
-the flag is agreed on by all ranks every step, so they stop together.
+the flag is agreed on by all ranks once per logging window, in the window's one host sync
+(:meth:`StopSignals.agree`), so they stop together at the same step.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-
-import torch
 
 __all__ = ["Interrupted", "StopSignals", "TrainingDiverged"]
 
@@ -44,6 +43,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.agreed = False  # some rank asked to stop, as of the last agreement
         self._old: dict = {}
 
     @property
@@ -55,10 +55,15 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def agree(self, dist, device: torch.device) -> None:
-        """Make the flag the same on every rank (a no-op without torchrun)."""
-        if dist.world > 1 and dist.any(self.requested, device) and self.signum is None:
+    def agree(self, any_rank: bool) -> None:
+        """Record the outcome of the window's all-reduce: ``any_rank`` asked to stop."""
+        self.agreed = bool(any_rank)
+        if self.agreed and self.signum is None:
             self.signum = signal.SIGTERM
+
+    def should_stop(self, world: int) -> bool:
+        """Stop now? Alone: as soon as a signal came; under DDP: when the ranks agreed on it."""
+        return self.agreed if world > 1 else self.requested
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
