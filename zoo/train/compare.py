@@ -44,7 +44,7 @@ from zoo.base import config_field
 from zoo.config import load_named, parse_overrides
 from zoo.train.executors import EXECUTORS, DiskError, check_executor, resolve
 from zoo.train.experiment import ExperimentConfigError, load_experiment
-from zoo.train.report import finished as _finished
+from zoo.train.folder import RunFolder
 from zoo.train.report import write_report
 from zoo.train.sweep import check_sweep, combinations, setting_dotlist, setting_name
 
@@ -279,7 +279,7 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", 
             OmegaConf.structured(cfg))}, indent=2) + "\n")
     except OSError as exc:
         raise DiskError(f"cannot write {folder}: {exc.strerror or exc}; choose a writable --out") from None
-    todo = [r for r in runs if not _finished(folder / "runs" / r.run_name)]
+    todo = [r for r in runs if not RunFolder(folder / "runs" / r.run_name).finished()]
     done = len(runs) - len(todo)
     n_layers = len({r.label for r in runs})
     layers = f"{n_layers} layers" if n_layers == len(cfg.layers) else f"{n_layers} of {len(cfg.layers)} layers"
@@ -296,7 +296,7 @@ def run_grid(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs", 
         failed.update(exc.failed)
         raise
     finally:
-        failed = {n: why for n, why in failed.items() if not _finished(folder / "runs" / n)}
+        failed = {n: why for n, why in failed.items() if not RunFolder(folder / "runs" / n).finished()}
         _save_failures(folder, failed)
     if failed:
         print(f"zoo compare: {len(failed)} run(s) failed: {', '.join(failed)} (reasons in {folder / 'failed.json'}); "

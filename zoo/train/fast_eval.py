@@ -101,22 +101,8 @@ def evaluate_logits(graphed: GraphedForward | None, model, inputs, masks, autoca
 
 
 def graphed_evaluate(trainer, graphed: GraphedForward | None, split: str) -> dict:
-    """``Trainer.evaluate`` with the forward replayed from ``graphed`` (mean loss, accuracy, rows; one host sync).
-
-    The trainer's own loop, only the logits come from :func:`evaluate_logits`; the lead wires it into
-    ``Trainer.evaluate`` (``benchmarks/train_speed.py --graphed-eval`` binds it meanwhile)."""
-    import torch.nn.functional as F
-
-    from zoo.train.batching import eval_batches
-
-    src = trainer.sources[split]
-    batches = eval_batches(src.longest, trainer.eval_batch_size)[trainer.dist.rank::trainer.dist.world]
-    sums = torch.zeros(3, dtype=torch.float64, device=trainer.device)  # loss sum, correct, rows
-    for idx in batches:
-        b = src.batch(idx, trainer.eval_batch_size)
-        logits = evaluate_logits(graphed, trainer.model, b.inputs, b.masks, trainer._autocast).float()  # (B, C)
-        ce = F.cross_entropy(logits, b.labels, reduction="none")  # (B,)
-        sums += torch.stack([(ce * b.weights).sum(), ((logits.argmax(-1) == b.labels).float() * b.weights).sum(),
-                             b.weights.sum()]).double()
-    loss_sum, correct, n = trainer.dist.all_sum(sums).tolist()
-    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+    """``Trainer.evaluate`` with the forward replayed from ``graphed`` (``benchmarks/train_speed.py
+    --graphed-eval`` binds it in place of ``trainer.evaluate``; not wired into the trainer: see
+    docs/training.md)."""
+    return type(trainer).evaluate(trainer, split, forward=lambda inputs, masks: evaluate_logits(
+        graphed, trainer.model, inputs, masks, trainer._autocast))

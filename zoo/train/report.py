@@ -19,9 +19,10 @@ from pathlib import Path
 
 from zoo._io import atomic_write_text
 from zoo.train.sweep import LR_KEY, pick_best_lr
+from zoo.train.folder import RunFolder
 from zoo.train.report_plots import plot_cost, plot_curves
 
-__all__ = ["aggregate", "finished", "format_table", "write_report"]
+__all__ = ["aggregate", "format_table", "write_report"]
 
 PARAM_BUDGET = 0.10  # LRA: models within 10% of the baseline's parameter count
 
@@ -49,24 +50,12 @@ def _wall(s: dict):
     return sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
 
 
-def finished(run_dir: Path) -> bool:
-    """Whether a run folder holds a complete, tested run: the one answer the grid (what to train)
-    and the report (what to count) share (to become ``RunFolder(path).finished()``)."""
-    p = run_dir / "summary.json"
-    if not p.exists():
-        return False
-    try:
-        s = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return False
-    return s.get("status") == "complete" and s.get("test_acc") is not None
-
-
 def _row(label: str, cells: list, folder: Path, failed: dict) -> dict:
     summaries = []
     for r in cells:
-        if finished(folder / "runs" / r.run_name):
-            summaries.append((r, json.loads((folder / "runs" / r.run_name / "summary.json").read_text())))
+        run = RunFolder(folder / "runs" / r.run_name)
+        if run.finished():
+            summaries.append((r, run.summary()))
     ss = [s for _, s in summaries]
     first = ss[0] if ss else {}
     tests = [s["test_acc"] for s in ss]

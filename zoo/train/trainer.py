@@ -166,9 +166,10 @@ class Trainer:
         return out[0] / self.dist.world, out[1], out[2]
 
     @torch.no_grad()
-    def evaluate(self, split: str) -> dict:
+    def evaluate(self, split: str, forward=None) -> dict:
         """Mean loss and accuracy over a split (eval mode, no gradients, one host sync), with the
-        task kind's ``loss_terms``, the training step's."""
+        task kind's ``loss_terms``, the training step's. ``forward(inputs, masks) -> logits`` replaces
+        the eager forward (``zoo.train.fast_eval``: replayed from CUDA graphs)."""
         src, bs = self.sources[split], self.run.eval_batch_size
         batches = eval_batches(src.longest, bs)[self.dist.rank::self.dist.world]
         self.model.eval()
@@ -177,8 +178,11 @@ class Trainer:
 
         for idx in tqdm(batches, desc=f"eval {split}", leave=False, disable=not self.run.progress, dynamic_ncols=True):
             b = src.batch(idx, bs)
-            with self._autocast():
-                logits = self.model(b.inputs, b.masks)
+            if forward is not None:
+                logits = forward(b.inputs, b.masks)
+            else:
+                with self._autocast():
+                    logits = self.model(b.inputs, b.masks)
             sums += self.kind.loss_terms(logits, b.labels, b.weights).double()
         loss_sum, correct, n = self.dist.all_sum(sums).tolist()
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
