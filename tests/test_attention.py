@@ -396,7 +396,7 @@ def test_flex_pads_small_heads_exactly(monkeypatch, dtype):
 def test_packing_is_the_padding_rule(causal, dtype):
     """The padding-free layout of the xformers path: pack the valid tokens of random-length (and holed)
     sequences, attend within each sequence, unpack; equal to the materialised reference with the mask."""
-    from zoo.functional.common import packing
+    from zoo.functional.packing import packing
 
     g = torch.Generator().manual_seed(3)
     B, H, L, d = 5, 2, 23, 8
@@ -486,7 +486,7 @@ def test_graph_safe_calls_skip_backends_that_sync_or_materialise(monkeypatch):
     calls and calls outside the context choose as before, and the layers report the kernel they run."""
     from zoo.functional.attention import make_call
     from zoo.functional.backends import xformers as xf
-    from zoo.functional.common import graph_safe, graph_safe_active
+    from zoo.functional.capture import graph_safe, graph_safe_active
 
     monkeypatch.setattr(xf, "_probe_call", lambda device_str: None)  # no GPU here: pretend the probe ran
     monkeypatch.setattr(xf, "_probe", functools.lru_cache(maxsize=None)(xf._probe.__wrapped__))

@@ -8,21 +8,13 @@ capability attributes below; they never branch on layer names.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-
-def config_field(default: Any, help: str, **metadata: Any):  # noqa: A002 - the field's help string
-    """A dataclass field with a ``help`` string (shown by ``zoo describe``, the YAML comments and
-    ``--help``); mutable defaults (lists, dicts) are copied per instance. Extra ``metadata`` keys
-    mark roles, e.g. ``view=True`` for data fields that do not change the cached arrays."""
-    if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **metadata})
-    return field(default=default, metadata={"help": help, **metadata})
+from zoo.fields import config_field  # re-exported: layer configs import it from here
 
 
 @dataclass

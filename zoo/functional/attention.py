@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import backends
-from zoo.functional.common import (AttentionCall, graph_safe_active, row_ok, validate_options,
-                                   validate_qkv)
+from zoo.functional.call import AttentionCall, row_ok, validate_options, validate_qkv
+from zoo.functional.capture import graph_safe_active
 from zoo.functional.compiled import CudaCompiled
 from zoo.functional.reference import attention_reference, pool_values, pool_window
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.functional.common import validate_options, validate_qkv
+from zoo.functional.call import validate_options, validate_qkv
 
 __all__ = ["attention_reference", "box_sum", "pool_values", "pool_window"]
 
