@@ -352,7 +352,7 @@ def describe(name: str) -> str:
     if entry.summary:
         lines.append(f"  {entry.summary}")
     caps = []
-    for attr in ("complexity", "supports_causal", "supports_padding_mask", "needs_max_len"):
+    for attr in ("complexity", "supports_causal", "supports_padding_mask", "needs_max_len", "needs_positions"):
         if attr == "complexity" and hasattr(entry.cls, "complexity_for"):
             caps.append(f"complexity={entry.cls.complexity_for(entry.config_class())}")
         elif hasattr(entry.cls, attr):

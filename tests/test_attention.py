@@ -201,8 +201,14 @@ def test_auto_matches_reference_with_gradients(case, count_include_pad):
         assert rel_err(g, rg) <= 1e-5
 
 
-GPU_CASES = [(name, case) for name in ("xformers", "sdpa", "flex", "reference") for case in CASES
+GPU_BACKENDS = backends.names()  # the dispatcher's own list: a new backend is compared without a test edit
+GPU_CASES = [(name, case) for name in GPU_BACKENDS for case in CASES
              if backends.get(name).supports_decay or not case[0]]  # only what each backend declares it can run
+
+
+def test_gpu_backend_list_is_the_dispatchers():
+    assert GPU_BACKENDS and set(GPU_BACKENDS) == {b.name for b in backends.PRIORITY}
+    assert {name for name, _ in GPU_CASES} == set(GPU_BACKENDS)
 
 
 @pytest.mark.gpu

@@ -46,6 +46,13 @@ class SequenceMixer(nn.Module):
         supports_padding_mask: ``key_padding_mask`` is honoured.
         complexity: cost in the sequence length: ``"L^2"``, ``"L log L"`` or ``"L"``.
         needs_max_len: the config has a ``max_len`` field bounding the sequence length.
+        needs_positions: the layer cannot tell positions apart by itself (softmax attention is
+            permutation-equivariant), so a model with ``pos_emb: auto`` adds learned position
+            embeddings in front of it; convolutions and SSMs see order and leave it False.
+
+    Writing a layer: implement :meth:`mix` and the base ``forward`` validates the call and zeroes
+    the padded inputs and outputs around it (the padding contract above, NaN or inf stored at
+    padded positions included); or override ``forward`` where the masking is fused into kernels.
 
     Hooks:
         param_groups(): optional optimizer parameter groups (e.g. SSM parameters want a small
@@ -56,6 +63,7 @@ class SequenceMixer(nn.Module):
     supports_padding_mask: ClassVar[bool] = True
     complexity: ClassVar[str] = "L^2"
     needs_max_len: ClassVar[bool] = False
+    needs_positions: ClassVar[bool] = False
     config_class: ClassVar[type | None] = None
 
     def __init__(self, config: MixerConfig) -> None:
@@ -63,8 +71,25 @@ class SequenceMixer(nn.Module):
         self.config = config
         self.d_model = config.d_model
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The contract around :meth:`mix`: validate the call, zero the padded inputs, mix, zero the
+        padded outputs (an empty batch returns an empty output without calling ``mix``). A layer
+        that implements ``mix`` gets the padding rules for free; a layer with its own fused masking
+        overrides ``forward`` instead (and then honours the rules itself)."""
+        self._validate_input(x, key_padding_mask)
+        if x.shape[0] == 0:
+            return x.clone()  # (0, L, D)
+        y = self.mix(zero_padded(x, key_padding_mask), key_padding_mask)  # (B, L, D)
+        return zero_padded(y, key_padding_mask)
+
+    def mix(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The layer's computation on a validated ``(B, L, D)`` input whose padded positions are zero;
+        its output at padded positions is zeroed by :meth:`forward`. Valid positions must still not
+        read the padded ones (e.g. exclude them from means: they hold zeros, not data)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: implement mix(x, key_padding_mask) (SequenceMixer.forward validates the input "
+            "and zeroes padded positions around it) or override forward"
+        )
 
     @classmethod
     def complexity_for(cls, config: MixerConfig) -> str:

@@ -16,7 +16,7 @@ from torch import Tensor
 from zoo.base import validate_padding_mask
 
 __all__ = ["AttentionCall", "allowed_mask", "bucket_length", "exception_line", "row_ok", "validate_options",
-           "validate_qkv"]
+           "validate_qkv", "zero_padded_heads"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +126,12 @@ def allowed_mask(pad_mask: Tensor | None, causal: bool, L: int, device: torch.de
         allowed = allowed & ~pad_mask[:, None, None, :]
     empty = ~allowed.any(-1, keepdim=True)
     return allowed | empty
+
+
+def zero_padded_heads(t: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """``(B, H, L, d)`` with the padded positions (``(B, L)`` mask, True = padding) set to zero, so
+    a NaN or inf stored there cannot reach a valid output through a zero attention weight
+    (``0 * nan = nan``): padded keys then behave exactly like positions past the end."""
+    if key_padding_mask is None:
+        return t
+    return t.masked_fill(key_padding_mask[:, None, :, None], 0.0)

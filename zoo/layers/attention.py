@@ -129,6 +129,7 @@ class MultiHeadAttention(SequenceMixer):
     supports_causal = True
     supports_padding_mask = True
     complexity = "L^2"
+    needs_positions = True  # softmax attention has no notion of order (a decay sees only distances |i - j|)
     config_class = AttentionConfig
 
     def __init__(self, config: AttentionConfig) -> None:
