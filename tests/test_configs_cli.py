@@ -147,3 +147,28 @@ def test_cli_bench_records_out_of_memory_as_a_data_point(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("vanilla")}
     assert rc == 0 and "OOM" in rows["128"] and "OOM" not in rows["32"]
+
+
+# ----------------------------------------------------------------------------- fast commands, lazy imports
+
+
+@pytest.mark.parametrize("argv", [["list"], ["describe", "las"], ["info"]], ids=lambda a: a[0])
+def test_layer_commands_do_not_import_the_training_stack(argv):
+    """`zoo list / describe / info` need the registry, not the trainer: no timm, torchvision, dynamo."""
+    code = (
+        "import sys, contextlib, io\nfrom zoo.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    rc = main({argv!r})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision') "
+        "or m.startswith(('zoo.train', 'torch._dynamo')))\n"
+        "print(rc, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.stdout.strip() == "0 []", out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_errors_of_modules_not_imported_are_still_one_line(capsys):
+    """main() names the error classes of the modules a command loaded; a registry error stays one line."""
+    assert main(["describe", "lass"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo describe: error: unknown layer 'lass'") and "\n" not in err
