@@ -172,3 +172,32 @@ def test_errors_of_modules_not_imported_are_still_one_line(capsys):
     assert main(["describe", "lass"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo describe: error: unknown layer 'lass'") and "\n" not in err
+
+
+# ----------------------------------------------------------------------------- YAML syntax errors
+
+
+@pytest.mark.parametrize("argv", [["train"], ["compare"], ["describe"]], ids=lambda a: a[0])
+def test_yaml_syntax_error_is_one_line_with_file_line_column(argv, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layer:\n  name: las\n  n_heads: [4\nmodel: {}\n")
+    assert main([*argv, str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"zoo {argv[0]}: error: {bad}:4:6: YAML syntax error:"), err
+    assert "line 3, column 12" in err  # where the unclosed bracket was opened
+
+
+def test_yaml_syntax_error_in_a_task_config_found_by_name(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "listops.yaml").write_text("name: listops\noptions: {max_len: 3\n")
+    monkeypatch.setenv("ZOO_CONFIG_PATH", str(tmp_path))
+    assert main(["train", "listops_small"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{tmp_path / 'tasks' / 'listops.yaml'}:3:1: YAML syntax error" in err, err
+
+
+def test_a_config_file_that_is_not_a_mapping_is_named(tmp_path, capsys):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- las\n- s4d\n")
+    assert main(["describe", str(bad)]) == 2
+    assert f"{bad}: a config file must be a mapping" in capsys.readouterr().err
