@@ -201,3 +201,74 @@ def test_a_config_file_that_is_not_a_mapping_is_named(tmp_path, capsys):
     bad.write_text("- las\n- s4d\n")
     assert main(["describe", str(bad)]) == 2
     assert f"{bad}: a config file must be a mapping" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- silently accepted values
+
+
+def test_config_path_env_pointing_nowhere_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_CONFIG_PATH", str(tmp_path / "no_such_folder"))
+    assert main(["describe", "las"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"ZOO_CONFIG_PATH: {tmp_path / 'no_such_folder'} is not a folder" in err, err
+
+
+@pytest.mark.parametrize("override,key", [("alpha_max=2", "alpha_max must lie in (0, 1)"),
+                                          ("alpha_min=0", "alpha_min must lie in (0, alpha_max=0.5]"),
+                                          ("global_heads=9", "global_heads must be in [0, n_heads=8]")])
+def test_layer_field_out_of_its_range_is_named(override, key, capsys):
+    assert main(["describe", "las", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and key in err, err
+    assert main(["describe", "vanilla", override]) == 2  # named even where decay is off
+    capsys.readouterr()
+
+
+def test_chunk_longer_than_the_task_is_named():
+    with pytest.raises(registry.ConfigError, match=r"chunk_size=512 is larger than the sequence length 256.*"
+                                                    r"layer.chunk_size to at most 256"):
+        resolve_layer("las_chunk", ["chunk_size=512"], d_model=32, max_len=256)
+    assert resolve_layer("las_chunk", ["chunk_size=256"], d_model=32, max_len=256).config.chunk_size == 256
+    ok = resolve_layer("las_chunk", ["chunk_size=512"], d_model=32)  # length unknown: nothing to check
+    with pytest.raises(registry.ConfigError, match="chunk_size=512"):
+        resolve_layer(ok, d_model=32, max_len=100)  # a resolved layer meets the task's length
+
+
+def test_chunk_longer_than_the_task_is_one_line_through_zoo_train(capsys, tmp_path):
+    argv = ["train", "listops_small", "layer=las_chunk", "layer.chunk_size=512", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "layer.chunk_size to at most 256" in err, err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_pos_emb_auto_gives_attention_learned_positions_and_ssm_none():
+    from zoo.models.encoder import Encoder, ModelConfig
+    from zoo.train.experiment import load_experiment
+
+    exp = load_experiment("listops_small", ["layer=vanilla"])
+    assert exp.cfg.model.pos_emb == "auto"
+    enc = Encoder(ModelConfig(**exp.cfg.model), exp.layer, vocab_size=20, max_len=256)
+    assert enc.pos_emb == "learned" and enc.pos is not None and enc.pos.requires_grad
+    exp = load_experiment("listops_small", [])  # s4d: position-aware by itself
+    enc = Encoder(ModelConfig(**exp.cfg.model), exp.layer, vocab_size=20, max_len=256)
+    assert enc.pos_emb == "none" and enc.pos is None
+    enc = Encoder(ModelConfig(d_model=32, pos_emb="sinusoidal"), "s4d", vocab_size=20, max_len=64)
+    assert enc.pos_emb == "sinusoidal"  # an explicit choice is kept
+
+
+def test_pos_emb_none_with_a_layer_that_needs_positions_warns_in_one_line():
+    from zoo.models.encoder import Encoder, ModelConfig
+
+    with pytest.warns(UserWarning) as record:
+        enc = Encoder(ModelConfig(d_model=32, pos_emb="none"), "las", vocab_size=20, max_len=64)
+    assert enc.pos is None and len(record) == 1
+    msg = str(record[0].message)
+    assert "\n" not in msg and "model.pos_emb=none" in msg and "'las'" in msg and "model.pos_emb=auto" in msg
+
+
+@pytest.mark.parametrize("path", ["comparisons/listops_small.yaml", "comparisons/listops_paper.yaml"])
+def test_comparisons_need_no_per_layer_pos_emb(path):
+    layers = OmegaConf.to_container(OmegaConf.load(CONFIGS.parent / path))["layers"]
+    overrides = [o for entry in layers if isinstance(entry, dict) for o in entry.get("overrides", [])]
+    assert overrides and not [o for o in overrides if "pos_emb" in o]  # model.pos_emb=auto lets each layer decide

@@ -97,6 +97,12 @@ class SequenceMixer(nn.Module):
         a class whose cost depends on a field, like chunked attention, overrides this)."""
         return cls.complexity
 
+    @classmethod
+    def check_length(cls, config: MixerConfig, max_len: int) -> None:
+        """Raise a ValueError naming the field and the fix when ``config`` makes no sense for
+        sequences of up to ``max_len`` positions (called by :func:`zoo.config.resolve_layer`
+        when the task's length is known). The default accepts every length."""
+
     def param_groups(self) -> list[dict[str, Any]] | None:
         """Optimizer parameter groups with per-group options, or None for the defaults."""
         return None

@@ -45,7 +45,9 @@ CONFIG_PATH_ENV = "ZOO_CONFIG_PATH"
 
 def config_dirs() -> list:
     """Where configs are searched, first match wins: ``$ZOO_CONFIG_PATH``, ``./configs``, the shipped configs."""
-    dirs: list = [Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    dirs: list = [Path(p).expanduser() for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    for d in dirs:
+        _validate_config_dir(d)
     dirs.append(Path.cwd() / "configs")
     out, seen = [], set()
     for d in dirs:
@@ -56,6 +58,14 @@ def config_dirs() -> list:
     if not any(Path(str(d)).resolve() == Path(str(shipped)).resolve() for d in out):
         out.append(shipped)
     return out
+
+
+def _validate_config_dir(d: Path) -> None:
+    if not d.is_dir():
+        raise FileNotFoundError(
+            f"{CONFIG_PATH_ENV}: {d} is not a folder; point {CONFIG_PATH_ENV} at folders holding layers/, tasks/, "
+            f"experiments/ or comparisons/ (separated by {os.pathsep!r}), or unset it"
+        )
 
 
 def _shipped():
@@ -204,7 +214,7 @@ def resolve_layer(layer: Any, overrides: Iterable[str] = (), *, d_model: int | N
         same_len = (max_len is None or not getattr(layer.entry.cls, "needs_max_len", False)
                     or layer.config.max_len == max_len)
         if same_width and same_len:
-            return layer  # already validated: nothing to do
+            return _fits(layer, max_len)  # already validated: only the length it will see is new
     d = layer_fields(layer)
     d.update(OmegaConf.to_container(parse_overrides(overrides), resolve=True))
     entry = registry.get(d["name"])
@@ -213,7 +223,18 @@ def resolve_layer(layer: Any, overrides: Iterable[str] = (), *, d_model: int | N
     if getattr(entry.cls, "needs_max_len", False) and max_len is not None:
         d["max_len"] = int(max_len)
     entry, cfg = registry.make_config(d)
-    return ResolvedLayer(entry, cfg)
+    return _fits(ResolvedLayer(entry, cfg), max_len)
+
+
+def _fits(layer: ResolvedLayer, max_len: int | None) -> ResolvedLayer:
+    """The layer class's own check (``check_length``) of the longest sequence it will see, when known."""
+    check = getattr(layer.entry.cls, "check_length", None)
+    if max_len is not None and check is not None:
+        try:
+            check(layer.config, int(max_len))
+        except ValueError as exc:
+            raise registry.ConfigError(f"invalid config for layer {layer.name!r}: {exc}") from None
+    return layer
 
 
 def layer_yaml(name: str) -> str:
