@@ -535,3 +535,33 @@ def test_compiled_pooling_is_the_pooling(count_include_pad):
     g_got, = torch.autograd.grad(got.square().sum(), v)
     g_ref, = torch.autograd.grad(ref.square().sum(), v)
     assert rel_err(g_got, g_ref) < 1e-6
+
+
+# ----------------------------------------------------------------------------- what padding holds, empty batches
+
+PADDED_CASES = [c for c in CASES if c[4]]
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference"])
+@pytest.mark.parametrize("case", PADDED_CASES, ids=str)
+def test_non_finite_values_at_padding_stay_out(case, backend, fill):
+    """Padded keys behave like positions past the end: NaN/inf stored in q, k, v at padded positions
+    change nothing (the dispatcher and the reference zero them before any product)."""
+    if backend == "sdpa" and case[0]:
+        pytest.skip("sdpa declares no decay")
+    decay, pool, chunk, causal, _ = case
+    pad = padding()
+    kw = dict(decay=ALPHA if decay else None, pool=pool, chunk=chunk, causal=causal, key_padding_mask=pad)
+    q, k, v = qkv(torch.float32, "cpu")
+    clean = attention(q, k, v, backend=backend, **kw)
+    dirty = [t.masked_fill(pad[:, None, :, None], fill) for t in (q, k, v)]
+    out = attention(*dirty, backend=backend, **kw)
+    assert torch.isfinite(out).all() and torch.equal(out, clean)
+
+
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference"])
+def test_empty_batch_gives_an_empty_output(backend):
+    q, k, v = (torch.randn(0, H, L, d) for _ in range(3))
+    out = attention(q, k, v, backend=backend, key_padding_mask=torch.zeros(0, L, dtype=torch.bool), chunk=8, pool=3)
+    assert out.shape == (0, H, L, d) and out.dtype == q.dtype

@@ -272,3 +272,29 @@ def test_comparisons_need_no_per_layer_pos_emb(path):
     layers = OmegaConf.to_container(OmegaConf.load(CONFIGS.parent / path))["layers"]
     overrides = [o for entry in layers if isinstance(entry, dict) for o in entry.get("overrides", [])]
     assert overrides and not [o for o in overrides if "pos_emb" in o]  # model.pos_emb=auto lets each layer decide
+
+
+# ----------------------------------------------------------------------------- small: data CLI labels and bars
+
+GEN = ["data", "generate", "listops", "--n-train", "40", "--n-val", "10", "--n-test", "10", "--max-depth", "3",
+       "--min-length", "5", "--max-length", "100"]
+
+
+def test_generate_writes_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "zoo", *GEN, "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-1000:]
+    assert "wrote" in out.stdout and (tmp_path / "listops-1000" / "basic_train.tsv").is_file()
+
+
+def test_show_labels_generated_files_generated(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_DATA_CACHE", str(tmp_path / "cache"))
+    assert main([*GEN, "--out", str(tmp_path / "data"), "--no-progress"]) == 0
+    assert main(["data", "show", "listops", "--root", str(tmp_path / "data"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("train ", "val ", "test "))]
+    assert len(rows) == 3 and all(r.endswith(f"generated basic_{r.split()[0]}.tsv") for r in rows), out
+    assert "official" not in out
+    (tmp_path / "data" / "listops-1000" / "generator.json").unlink()  # now it looks like the official release
+    assert main(["data", "show", "listops", "--root", str(tmp_path / "data"), "--no-progress"]) == 0
+    assert "official basic_train.tsv" in capsys.readouterr().out
