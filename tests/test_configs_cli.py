@@ -16,6 +16,10 @@ from zoo.config import config_dirs, layer_yaml, resolve_layer
 CONFIGS = Path(__file__).parent.parent / "configs" / "layers"
 
 
+def test_the_registry_is_not_empty():
+    assert registry.list(), "registry.list() is empty: the tests parametrised over it would run nothing"
+
+
 @pytest.mark.parametrize("name", registry.list())
 def test_every_builtin_has_a_yaml_in_sync_with_its_dataclass(name):
     if not registry.get(name).source == "builtin":
