@@ -99,9 +99,10 @@ class SequenceMixer(nn.Module):
 
     @classmethod
     def check_length(cls, config: MixerConfig, max_len: int) -> None:
-        """Raise a ValueError naming the field and the fix when ``config`` makes no sense for
-        sequences of up to ``max_len`` positions (called by :func:`zoo.config.resolve_layer`
-        when the task's length is known). The default accepts every length."""
+        """Check ``config`` against the longest sequence it will see, ``max_len`` (called by
+        :func:`zoo.config.resolve_layer` when the task's length is known): raise a ValueError naming
+        the field and the fix where the layer cannot work, warn in one line where it works but not
+        as its name promises. The default accepts every length."""
 
     def param_groups(self) -> list[dict[str, Any]] | None:
         """Optimizer parameter groups with per-group options, or None for the defaults."""

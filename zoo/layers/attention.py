@@ -13,6 +13,7 @@ B", our reading of the paper). Alphas are fixed, not learned, and always fp32.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -164,12 +165,13 @@ class MultiHeadAttention(SequenceMixer):
 
     @classmethod
     def check_length(cls, config: AttentionConfig, max_len: int) -> None:
-        """A chunk longer than the sequence is one chunk holding everything: a mistake for ``las_chunk``."""
+        """A chunk longer than the sequence makes every sequence one chunk (``las_chunk`` becomes
+        ``las``): it still runs, so it is a one-line warning that names the key, not an error."""
         if config.chunk_size > max_len:
-            raise ValueError(
-                f"chunk_size={config.chunk_size} is larger than the sequence length {max_len} (the task's max_len), "
-                f"so every sequence is one chunk; set layer.chunk_size to at most {max_len} (0 = global attention)"
-            )
+            warnings.warn(
+                f"layer.chunk_size={config.chunk_size} is larger than the sequence length {max_len} (the task's max_len), "
+                f"so every sequence is one chunk; set layer.chunk_size to at most {max_len} (0 = global attention)",
+                UserWarning, stacklevel=3)
 
     @classmethod
     def complexity_for(cls, config: AttentionConfig) -> str:
