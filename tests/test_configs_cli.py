@@ -312,3 +312,13 @@ def test_show_labels_generated_files_generated(tmp_path, monkeypatch, capsys):
     (tmp_path / "data" / "listops-1000" / "generator.json").unlink()  # now it looks like the official release
     assert main(["data", "show", "listops", "--root", str(tmp_path / "data"), "--no-progress"]) == 0
     assert "official basic_train.tsv" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """`zoo describe las | head -1`: the reader left; exit 141 (SIGPIPE's code), nothing on stderr. Here stdout
+    is a pipe whose reader is already closed, so every write fails (deterministically)."""
+    code = ("import os, sys\nr, w = os.pipe()\nos.close(r)\nos.dup2(w, 1)\n"
+            "from zoo.cli import main\nsys.exit(main(['describe', 'las']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.returncode == 141 and out.stderr == "", out.stderr[-1500:]

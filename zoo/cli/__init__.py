@@ -81,11 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BaseException as exc:  # noqa: BLE001 - sorted below; anything unknown is re-raised
+        if isinstance(exc, BrokenPipeError):  # `zoo list | head`: the reader left, nothing to report
+            _quiet_stdout()
+            return 141
         code, line = _exit_for(exc, prog)
         if code is None:
             raise
         print(line, file=sys.stderr)
         return code
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again (Python's
+    documented recipe for SIGPIPE)."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no real file (captured): nothing to flush
+        pass
 
 
 def _exit_for(exc: BaseException, prog: str) -> tuple[int | None, str]:
