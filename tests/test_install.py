@@ -129,3 +129,16 @@ def test_a_built_wheel_works_without_the_source_tree(tmp_path):
               "data.generate.n_val=50", "data.generate.n_test=50")
     assert out.returncode == 0, out.stderr[-2000:]
     assert '"steps": 2' in out.stdout and (work / "runs").is_dir()
+
+
+def test_config_field_needs_no_torch():
+    """zoo.fields (config_field, used by every task and data config) imports no torch: loaded on its own,
+    outside the package's __init__, it leaves torch unimported."""
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('fields', {str(ROOT / 'zoo' / 'fields.py')!r})\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "assert callable(m.config_field)\nprint('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+    data = [p for p in (ROOT / "zoo" / "data").rglob("*.py") if "from zoo.base import config_field" in p.read_text()]
+    assert not data, f"import config_field from zoo.fields in {data}"
