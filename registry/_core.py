@@ -79,7 +79,7 @@ class _State:
     entries: dict[str, Entry] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error text
     plugins_loaded: bool = False
-    current_source: str = "builtin"
+    current_source: str | None = None  # set while an entry point loads; None: label by module
 
 
 _state = _State()
@@ -122,12 +122,19 @@ def register(name: str, config_class: type) -> Callable[[type], type]:
                 name=name,
                 cls=cls,
                 config_class=config_class,
-                source=_state.current_source,
+                source=_state.current_source or _source_of(cls),
                 summary=doc[0] if doc else "",
             )
         return cls
 
     return decorator
+
+
+def _source_of(cls: type) -> str:
+    """The label of a layer registered outside an entry point: the zoo's own modules are
+    "builtin", anything else (a script, a notebook, ``__main__``) is "user (<module>)"."""
+    module = getattr(cls, "__module__", "") or "?"
+    return "builtin" if module == "zoo" or module.startswith("zoo.") else f"user ({module})"
 
 
 def unregister(name: str) -> None:
@@ -194,7 +201,7 @@ def _load_entry_point(ep) -> None:
             stacklevel=3,
         )
     finally:
-        _state.current_source = "builtin"
+        _state.current_source = None
 
 
 def reload_plugins() -> None:
@@ -239,14 +246,14 @@ def get(name: str) -> Entry:
     )
 
 
-def list(pattern: str = "*") -> "list[str]":  # noqa: A001  (the API the issue asks for)
-    """Registered names matching the shell-style ``pattern``, sorted."""
+def list_layers(pattern: str = "*") -> list[str]:
+    """Registered names matching the shell-style ``pattern``, sorted (also ``registry.list``)."""
     _ensure_loaded()
     return sorted(n for n in _state.entries if fnmatch.fnmatchcase(n, pattern))
 
 
 def entries(pattern: str = "*") -> "list[Entry]":
-    return [_state.entries[n] for n in list(pattern)]
+    return [_state.entries[n] for n in list_layers(pattern)]
 
 
 # --------------------------------------------------------------------------- configs
@@ -345,7 +352,7 @@ def describe(name: str) -> str:
     if entry.summary:
         lines.append(f"  {entry.summary}")
     caps = []
-    for attr in ("complexity", "supports_causal", "supports_padding_mask", "needs_max_len"):
+    for attr in ("complexity", "supports_causal", "supports_padding_mask", "needs_max_len", "needs_positions"):
         if attr == "complexity" and hasattr(entry.cls, "complexity_for"):
             caps.append(f"complexity={entry.cls.complexity_for(entry.config_class())}")
         elif hasattr(entry.cls, attr):
@@ -366,3 +373,8 @@ def describe(name: str) -> str:
     for r in rows:
         lines.append(f"    {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}".rstrip())
     return "\n".join(lines)
+
+
+# ``registry.list`` is the public name (the API of the design card); inside this module the
+# builtin ``list`` stays the builtin, so the alias is bound last.
+list = list_layers  # noqa: A001

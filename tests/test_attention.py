@@ -201,8 +201,14 @@ def test_auto_matches_reference_with_gradients(case, count_include_pad):
         assert rel_err(g, rg) <= 1e-5
 
 
-GPU_CASES = [(name, case) for name in ("xformers", "sdpa", "flex", "reference") for case in CASES
+GPU_BACKENDS = backends.names()  # the dispatcher's own list: a new backend is compared without a test edit
+GPU_CASES = [(name, case) for name in GPU_BACKENDS for case in CASES
              if backends.get(name).supports_decay or not case[0]]  # only what each backend declares it can run
+
+
+def test_gpu_backend_list_is_the_dispatchers():
+    assert GPU_BACKENDS and set(GPU_BACKENDS) == {b.name for b in backends.PRIORITY}
+    assert {name for name, _ in GPU_CASES} == set(GPU_BACKENDS)
 
 
 @pytest.mark.gpu
@@ -396,7 +402,7 @@ def test_flex_pads_small_heads_exactly(monkeypatch, dtype):
 def test_packing_is_the_padding_rule(causal, dtype):
     """The padding-free layout of the xformers path: pack the valid tokens of random-length (and holed)
     sequences, attend within each sequence, unpack; equal to the materialised reference with the mask."""
-    from zoo.functional.common import packing
+    from zoo.functional.packing import packing
 
     g = torch.Generator().manual_seed(3)
     B, H, L, d = 5, 2, 23, 8
@@ -486,7 +492,7 @@ def test_graph_safe_calls_skip_backends_that_sync_or_materialise(monkeypatch):
     calls and calls outside the context choose as before, and the layers report the kernel they run."""
     from zoo.functional.attention import make_call
     from zoo.functional.backends import xformers as xf
-    from zoo.functional.common import graph_safe, graph_safe_active
+    from zoo.functional.capture import graph_safe, graph_safe_active
 
     monkeypatch.setattr(xf, "_probe_call", lambda device_str: None)  # no GPU here: pretend the probe ran
     monkeypatch.setattr(xf, "_probe", functools.lru_cache(maxsize=None)(xf._probe.__wrapped__))
@@ -529,3 +535,33 @@ def test_compiled_pooling_is_the_pooling(count_include_pad):
     g_got, = torch.autograd.grad(got.square().sum(), v)
     g_ref, = torch.autograd.grad(ref.square().sum(), v)
     assert rel_err(g_got, g_ref) < 1e-6
+
+
+# ----------------------------------------------------------------------------- what padding holds, empty batches
+
+PADDED_CASES = [c for c in CASES if c[4]]
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference"])
+@pytest.mark.parametrize("case", PADDED_CASES, ids=str)
+def test_non_finite_values_at_padding_stay_out(case, backend, fill):
+    """Padded keys behave like positions past the end: NaN/inf stored in q, k, v at padded positions
+    change nothing (the dispatcher and the reference zero them before any product)."""
+    if backend == "sdpa" and case[0]:
+        pytest.skip("sdpa declares no decay")
+    decay, pool, chunk, causal, _ = case
+    pad = padding()
+    kw = dict(decay=ALPHA if decay else None, pool=pool, chunk=chunk, causal=causal, key_padding_mask=pad)
+    q, k, v = qkv(torch.float32, "cpu")
+    clean = attention(q, k, v, backend=backend, **kw)
+    dirty = [t.masked_fill(pad[:, None, :, None], fill) for t in (q, k, v)]
+    out = attention(*dirty, backend=backend, **kw)
+    assert torch.isfinite(out).all() and torch.equal(out, clean)
+
+
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference"])
+def test_empty_batch_gives_an_empty_output(backend):
+    q, k, v = (torch.randn(0, H, L, d) for _ in range(3))
+    out = attention(q, k, v, backend=backend, key_padding_mask=torch.zeros(0, L, dtype=torch.bool), chunk=8, pool=3)
+    assert out.shape == (0, H, L, d) and out.dtype == q.dtype

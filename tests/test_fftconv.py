@@ -274,3 +274,11 @@ def test_padded_entry_point_checks_its_length():
         fftconv_padded(u, k)
     y = fftconv_padded(torch.nn.functional.pad(u, (0, fft_size(10) - 10)), k)
     assert y.shape == (2, 3, fft_size(10)) and rel_err(y[..., :10], fftconv(u, k)) < 1e-6
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_empty_batch_gives_an_empty_output(causal):
+    """MKL's FFT refuses a batch of zero rows: the convolution returns an empty output instead."""
+    k = torch.randn(16, 40) if causal else torch.randn(2, 16, 40)
+    y = fftconv(torch.randn(0, 16, 40), k, causal=causal)
+    assert y.shape == (0, 16, 40) and y.dtype == torch.float32

@@ -163,3 +163,47 @@ def test_plugin_through_the_cli_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "plugin zoo-toy-plugin" in out.stdout and "gain: 2.5" in out.stdout
+
+
+# ----------------------------------------------------------------------------- API names and labels
+
+
+def test_list_is_public_api_and_does_not_shadow_the_builtin_inside_the_registry():
+    import ast
+
+    import registry._core as core
+
+    assert registry.list is registry.list_layers is core.list_layers
+    assert registry.list() == registry.list_layers() and registry.list(), "the registry must not be empty"
+    tree = ast.parse(Path(core.__file__).read_text())
+    defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert "list" not in defs  # `list` inside the module is the builtin; the alias is bound at the end
+    last = tree.body[-1]
+    assert isinstance(last, ast.Assign) and last.targets[0].id == "list" and last.value.id == "list_layers"
+
+
+def test_builtins_are_labelled_builtin_and_a_layer_from_a_script_is_not():
+    assert {e.source for e in registry.entries()} >= {"builtin"}
+    assert all(e.source == "builtin" for e in registry.entries() if e.cls.__module__.startswith("zoo."))
+    script = textwrap.dedent("""
+        from dataclasses import dataclass
+        import registry
+        from zoo import MixerConfig, SequenceMixer
+        from zoo.cli import main
+
+        @dataclass
+        class MineConfig(MixerConfig):
+            '''my own layer'''
+
+        @registry.register("mine", MineConfig)
+        class Mine(SequenceMixer):
+            def mix(self, x, key_padding_mask=None):
+                return x
+
+        main(["list", "mine"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = out.stdout.splitlines()[-1]
+    assert row.startswith("mine") and "user (__main__)" in row and "builtin" not in row, out.stdout

@@ -8,7 +8,7 @@ See ``registry`` for registration and plugins, ``zoo.functional`` for the pure o
 ``zoo.data`` for the LRA tasks, ``zoo.train`` for the trainer and the comparison grid.
 """
 
-from registry import build, describe, list as list_layers, register
+from registry import build, describe, list_layers, register
 from zoo.base import MixerConfig, SequenceMixer, config_field
 
 from zoo import layers as _builtin_layers  # noqa: E402,F401  the built-ins (also this package's entry point)

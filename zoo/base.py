@@ -8,21 +8,13 @@ capability attributes below; they never branch on layer names.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-
-def config_field(default: Any, help: str, **metadata: Any):  # noqa: A002 - the field's help string
-    """A dataclass field with a ``help`` string (shown by ``zoo describe``, the YAML comments and
-    ``--help``); mutable defaults (lists, dicts) are copied per instance. Extra ``metadata`` keys
-    mark roles, e.g. ``view=True`` for data fields that do not change the cached arrays."""
-    if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **metadata})
-    return field(default=default, metadata={"help": help, **metadata})
+from zoo.fields import config_field  # re-exported: layer configs import it from here
 
 
 @dataclass
@@ -54,6 +46,13 @@ class SequenceMixer(nn.Module):
         supports_padding_mask: ``key_padding_mask`` is honoured.
         complexity: cost in the sequence length: ``"L^2"``, ``"L log L"`` or ``"L"``.
         needs_max_len: the config has a ``max_len`` field bounding the sequence length.
+        needs_positions: the layer cannot tell positions apart by itself (softmax attention is
+            permutation-equivariant), so a model with ``pos_emb: auto`` adds learned position
+            embeddings in front of it; convolutions and SSMs see order and leave it False.
+
+    Writing a layer: implement :meth:`mix` and the base ``forward`` validates the call and zeroes
+    the padded inputs and outputs around it (the padding contract above, NaN or inf stored at
+    padded positions included); or override ``forward`` where the masking is fused into kernels.
 
     Hooks:
         param_groups(): optional optimizer parameter groups (e.g. SSM parameters want a small
@@ -64,6 +63,7 @@ class SequenceMixer(nn.Module):
     supports_padding_mask: ClassVar[bool] = True
     complexity: ClassVar[str] = "L^2"
     needs_max_len: ClassVar[bool] = False
+    needs_positions: ClassVar[bool] = False
     config_class: ClassVar[type | None] = None
 
     def __init__(self, config: MixerConfig) -> None:
@@ -71,14 +71,38 @@ class SequenceMixer(nn.Module):
         self.config = config
         self.d_model = config.d_model
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The contract around :meth:`mix`: validate the call, zero the padded inputs, mix, zero the
+        padded outputs (an empty batch returns an empty output without calling ``mix``). A layer
+        that implements ``mix`` gets the padding rules for free; a layer with its own fused masking
+        overrides ``forward`` instead (and then honours the rules itself)."""
+        self._validate_input(x, key_padding_mask)
+        if x.shape[0] == 0:
+            return x.clone()  # (0, L, D)
+        y = self.mix(zero_padded(x, key_padding_mask), key_padding_mask)  # (B, L, D)
+        return zero_padded(y, key_padding_mask)
+
+    def mix(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The layer's computation on a validated ``(B, L, D)`` input whose padded positions are zero;
+        its output at padded positions is zeroed by :meth:`forward`. Valid positions must still not
+        read the padded ones (e.g. exclude them from means: they hold zeros, not data)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: implement mix(x, key_padding_mask) (SequenceMixer.forward validates the input "
+            "and zeroes padded positions around it) or override forward"
+        )
 
     @classmethod
     def complexity_for(cls, config: MixerConfig) -> str:
         """The complexity of the layer built from ``config`` (defaults to the class attribute;
         a class whose cost depends on a field, like chunked attention, overrides this)."""
         return cls.complexity
+
+    @classmethod
+    def check_length(cls, config: MixerConfig, max_len: int) -> None:
+        """Check ``config`` against the longest sequence it will see, ``max_len`` (called by
+        :func:`zoo.config.resolve_layer` when the task's length is known): raise a ValueError naming
+        the field and the fix where the layer cannot work, warn in one line where it works but not
+        as its name promises. The default accepts every length."""
 
     def param_groups(self) -> list[dict[str, Any]] | None:
         """Optimizer parameter groups with per-group options, or None for the defaults."""

@@ -35,6 +35,7 @@ __all__ = [
     "layer_fields",
     "layer_yaml",
     "load_named",
+    "load_yaml",
     "parse_overrides",
     "resolve_layer",
 ]
@@ -44,7 +45,9 @@ CONFIG_PATH_ENV = "ZOO_CONFIG_PATH"
 
 def config_dirs() -> list:
     """Where configs are searched, first match wins: ``$ZOO_CONFIG_PATH``, ``./configs``, the shipped configs."""
-    dirs: list = [Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    dirs: list = [Path(p).expanduser() for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    for d in dirs:
+        _validate_config_dir(d)
     dirs.append(Path.cwd() / "configs")
     out, seen = [], set()
     for d in dirs:
@@ -55,6 +58,14 @@ def config_dirs() -> list:
     if not any(Path(str(d)).resolve() == Path(str(shipped)).resolve() for d in out):
         out.append(shipped)
     return out
+
+
+def _validate_config_dir(d: Path) -> None:
+    if not d.is_dir():
+        raise FileNotFoundError(
+            f"{CONFIG_PATH_ENV}: {d} is not a folder; point {CONFIG_PATH_ENV} at folders holding layers/, tasks/, "
+            f"experiments/ or comparisons/ (separated by {os.pathsep!r}), or unset it"
+        )
 
 
 def _shipped():
@@ -95,7 +106,7 @@ def load_named(kind: str, name_or_path: str) -> tuple[DictConfig, str]:
         p = Path(name_or_path).expanduser()
         if not p.is_file():
             raise FileNotFoundError(f"{kind[:-1]} config {name_or_path} does not exist")
-        return OmegaConf.load(p), str(p)
+        return load_yaml(p), str(p)
     found = find_config(kind, name_or_path)
     if found is None:
         names = available(kind)
@@ -103,7 +114,31 @@ def load_named(kind: str, name_or_path: str) -> tuple[DictConfig, str]:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise FileNotFoundError(f"no {kind[:-1]} {name_or_path!r}.{hint} Available: {', '.join(names) or 'none'} "
                                 f"(configs/{kind}/*.yaml), or pass a path to a YAML file.")
-    return OmegaConf.create(found.read_text()), str(found)
+    return load_yaml(found), str(found)
+
+
+def load_yaml(path) -> DictConfig:
+    """A YAML config file as a DictConfig (safe YAML: no code runs from the file).
+
+    Raises:
+        ValueError: one line ``FILE:LINE:COLUMN: YAML syntax error: ...`` (1-based, as editors count)
+            for a file that does not parse, or naming the file when it is not a mapping of keys.
+    """
+    import yaml  # omegaconf's own parser (a safe loader)
+
+    try:
+        cfg = OmegaConf.create(Path(str(path)).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        opened = getattr(exc, "context_mark", None)
+        if opened is not None and (mark is None or opened.line != mark.line):
+            what += f" ({exc.context} at line {opened.line + 1}, column {opened.column + 1})"
+        raise ValueError(f"{where}: YAML syntax error: {what}; fix the file (indentation, ':' and brackets)") from None
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{path}: a config file must be a mapping of keys (key: value), got a {type(cfg).__name__}")
+    return cfg
 
 
 def parse_overrides(overrides: Iterable[str]) -> DictConfig:
@@ -143,7 +178,7 @@ def layer_fields(layer: Any) -> dict:
             cfg, _ = load_named("layers", layer)
         else:
             found = find_config("layers", layer)
-            cfg = OmegaConf.create(found.read_text()) if found else OmegaConf.create({"name": layer})
+            cfg = load_yaml(found) if found else OmegaConf.create({"name": layer})
         d = OmegaConf.to_container(cfg, resolve=True)
     elif isinstance(layer, DictConfig):
         d = OmegaConf.to_container(layer, resolve=True)
@@ -179,7 +214,7 @@ def resolve_layer(layer: Any, overrides: Iterable[str] = (), *, d_model: int | N
         same_len = (max_len is None or not getattr(layer.entry.cls, "needs_max_len", False)
                     or layer.config.max_len == max_len)
         if same_width and same_len:
-            return layer  # already validated: nothing to do
+            return _fits(layer, max_len)  # already validated: only the length it will see is new
     d = layer_fields(layer)
     d.update(OmegaConf.to_container(parse_overrides(overrides), resolve=True))
     entry = registry.get(d["name"])
@@ -188,7 +223,18 @@ def resolve_layer(layer: Any, overrides: Iterable[str] = (), *, d_model: int | N
     if getattr(entry.cls, "needs_max_len", False) and max_len is not None:
         d["max_len"] = int(max_len)
     entry, cfg = registry.make_config(d)
-    return ResolvedLayer(entry, cfg)
+    return _fits(ResolvedLayer(entry, cfg), max_len)
+
+
+def _fits(layer: ResolvedLayer, max_len: int | None) -> ResolvedLayer:
+    """The layer class's own check (``check_length``) of the longest sequence it will see, when known."""
+    check = getattr(layer.entry.cls, "check_length", None)
+    if max_len is not None and check is not None:
+        try:
+            check(layer.config, int(max_len))
+        except ValueError as exc:
+            raise registry.ConfigError(f"invalid config for layer {layer.name!r}: {exc}") from None
+    return layer
 
 
 def layer_yaml(name: str) -> str:

@@ -75,29 +75,53 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import warnings
 
-    import registry
-    from zoo.data import TaskNotFoundError
-
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"zoo: warning: {message}\n"  # one line
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU compiles
-    from zoo.train import CheckpointError, Interrupted, RunLockedError, TrainingDiverged
-
     prog = f"zoo {args.command}"
     try:
         return int(args.func(args) or 0)
-    except Interrupted as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except TrainingDiverged as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 3
-    except (registry.RegistryError, ValueError, TaskNotFoundError, FileNotFoundError, FileExistsError,
-            RunLockedError, CheckpointError) as exc:
-        print(f"{prog}: error: {str(exc).strip()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - sorted below; anything unknown is re-raised
+        if isinstance(exc, BrokenPipeError):  # `zoo list | head`: the reader left, nothing to report
+            _quiet_stdout()
+            return 141
+        code, line = _exit_for(exc, prog)
+        if code is None:
+            raise
+        print(line, file=sys.stderr)
+        return code
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again (Python's
+    documented recipe for SIGPIPE)."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no real file (captured): nothing to flush
+        pass
+
+
+def _exit_for(exc: BaseException, prog: str) -> tuple[int | None, str]:
+    """The exit code and the one line for an exception a user can act on; ``(None, "")`` for a bug.
+
+    The error classes are looked up only in the modules the command imported (``zoo list`` never
+    imports the training stack, so none of its errors can occur there)."""
+    def loaded(module: str, *names: str) -> tuple[type, ...]:
+        mod = sys.modules.get(module)
+        return tuple(c for c in (getattr(mod, n, None) for n in names) if isinstance(c, type))
+
+    if isinstance(exc, loaded("zoo.train", "Interrupted")):
+        return exc.exit_code, f"{prog}: {exc}"
+    if isinstance(exc, loaded("zoo.train", "TrainingDiverged")):
+        return 3, f"{prog}: error: {exc}"
+    user = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, *loaded("registry", "RegistryError"),
+            *loaded("zoo.data.errors", "TaskNotFoundError"), *loaded("zoo.train", "RunLockedError", "CheckpointError"))
+    if isinstance(exc, user):
+        return 2, f"{prog}: error: {str(exc).strip()}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, f"{prog}: interrupted"
+    return None, ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,6 +62,11 @@ def _cmd_locate(args) -> int:
     return 0 if missing < len(found) else 1
 
 
+def _progress(args) -> bool:
+    """Progress bars only for a person watching: not with --no-progress, not when stderr is a file or a pipe."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _cmd_generate(args) -> int:
     spec = get_task(args.generator)
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(spec.generator.config_class)
@@ -70,7 +75,7 @@ def _cmd_generate(args) -> int:
     cfg = spec.generator_config(task_cfg, fields)
     t0 = time.perf_counter()
     try:
-        out = spec.generator.generate(Path(args.out), cfg, task_cfg, not args.no_progress, args.overwrite)
+        out = spec.generator.generate(Path(args.out), cfg, task_cfg, _progress(args), args.overwrite)
     except FileExistsError as exc:
         print(f"zoo: error: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +88,7 @@ def _prepare(args):
     from zoo.data.prepare import prepare
 
     return prepare(args.task, args.root, options=list(args.overrides), cache_dir=args.cache_dir, strict=args.strict,
-                   progress=not args.no_progress, rebuild=args.rebuild, verify=getattr(args, "verify", False))
+                   progress=_progress(args), rebuild=args.rebuild, verify=getattr(args, "verify", False))
 
 
 def _cmd_prepare(args) -> int:

@@ -11,6 +11,20 @@ from zoo.data.prepare import PreparedTask
 __all__ = ["describe", "sample_grid"]
 
 
+GENERATOR_RECORD = "generator.json"  # written beside the files by the zoo's generators (zoo data generate)
+
+
+def _generated(source_dir) -> bool:
+    """Was the source folder written by a zoo generator (not the official release)?"""
+    return bool(source_dir) and (Path(source_dir) / GENERATOR_RECORD).is_file()
+
+
+def _source_label(text: str, generated: bool) -> str:
+    """A split's source as the build recorded it ("official basic_train.tsv"), relabelled
+    "generated ..." when the files came from a zoo generator."""
+    return "generated" + text[len("official"):] if generated and text.startswith("official") else text
+
+
 def _clip(s: str, n: int = 160) -> str:
     s = s.replace("\n", " ").replace("\r", " ").replace("\t", " ")
     return s if len(s) <= n else s[: n - 3] + "..."
@@ -20,7 +34,9 @@ def describe(data: PreparedTask, n_examples: int = 3, split: str = "train") -> s
     """A human-readable summary of ``data``: protocol, split sizes, lengths, labels, examples."""
     m = data.manifest
     r = m["result"]
-    lines = [f"{data.task}: cache {data.path}", f"  source:   {m.get('source_dir')}"]
+    generated = _generated(m.get("source_dir"))
+    lines = [f"{data.task}: cache {data.path}",
+             f"  source:   {m.get('source_dir')}" + (f" (generated: see its {GENERATOR_RECORD})" if generated else "")]
     proto = " ".join(f"{k}={v}" for k, v in m["build"]["protocol"].items())
     view = " ".join(f"{k}={v}" for k, v in m.get("view", {}).items())
     lines.append(f"  protocol: {proto}" + (f"  (view: {view})" if view else ""))
@@ -29,7 +45,7 @@ def describe(data: PreparedTask, n_examples: int = 3, split: str = "train") -> s
     lines.append(f"  {'split':<6} {'n':>8}  {'length min / median / mean / max':>34}  labels (count per class)  source")
     for name, st in r["splits"].items():
         lens = f"{st['length_min']} / {st['length_median']:g} / {st['length_mean']:g} / {st['length_max']}"
-        src = r.get("split_sources", {}).get(name, "")
+        src = _source_label(r.get("split_sources", {}).get(name, ""), generated)
         labels = st["label_counts"] if "label_counts" in st else f"{st['labelled_per_example']:g} labelled/example"
         lines.append(f"  {name:<6} {st['n']:>8}  {lens:>34}  {labels}  {src}")
     skipped = r.get("skipped_rows", {}).get("skipped_rows", 0)

@@ -66,7 +66,7 @@ def farfield_error_bound(delta: float, v) -> float:
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, decay: Tensor, delta: float, key_padding_mask: Tensor | None) -> None:
-    from zoo.functional.common import validate_options, validate_qkv
+    from zoo.functional.call import validate_options, validate_qkv
 
     validate_qkv(q, k, v)
     if decay is None:
@@ -338,7 +338,7 @@ def farfield_attention(
         raise NotImplementedError("farfield_attention: the sink near-field path is forward-only on CPU")
 
     from zoo.functional.backends.flex import decay_score_mod
-    from zoo.functional.common import bucket_length
+    from zoo.functional.call import bucket_length
 
     valid = None if key_padding_mask is None else ~key_padding_mask
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32

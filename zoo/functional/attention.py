@@ -27,7 +27,9 @@ Semantics, precisely (``i`` = query position, ``j``/``t`` = key positions, tenso
   of V, see below). ``n_j = P`` when ``count_include_pad`` (zeros beyond the ends count), else
   the number of keys of ``W(j)`` inside the sequence (``n_j = 0`` gives weight 0). So padded
   keys behave exactly like positions past the end of the sequence: a padded batch equals the
-  unpadded shorter one on its valid positions.
+  unpadded shorter one on its valid positions, whatever the padded positions hold (NaN and inf
+  included: q, k and v are zeroed there before any product).
+* **An empty batch** (``B = 0``) gives an empty output.
 * **Output** rows of padded queries are 0.
 
 The identity behind every fast path: pooling is linear, ``AP(A) V = A (P V)`` with
@@ -45,8 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import backends
-from zoo.functional.common import (AttentionCall, graph_safe_active, row_ok, validate_options,
-                                   validate_qkv)
+from zoo.functional.call import AttentionCall, row_ok, validate_options, validate_qkv, zero_padded_heads
+from zoo.functional.capture import graph_safe_active
 from zoo.functional.compiled import CudaCompiled
 from zoo.functional.reference import attention_reference, pool_values, pool_window
 
@@ -138,6 +140,8 @@ def attention(
     validate_qkv(q, k, v)
     validate_options(q, decay, pool, chunk, key_padding_mask)
     B, H, L, d = q.shape
+    if B == 0:  # an empty batch: an empty output (no kernel launches on zero rows)
+        return q.new_zeros(B, H, L, v.shape[-1])
     scale = d**-0.5 if scale is None else scale
     call = make_call(
         q.shape, q.dtype, q.device, decay=decay, chunk=chunk, causal=causal, padded=key_padding_mask is not None,
@@ -152,6 +156,7 @@ def attention(
         )
 
     pad_mask = key_padding_mask
+    k, v = zero_padded_heads(k, pad_mask), zero_padded_heads(v, pad_mask)  # NaN/inf stored at padding stay out
     if chunked:
         q, k, v, pad_mask = _to_chunks(q, k, v, pad_mask, Lc)  # (B * nb, H, Lc, d)
     inside = None if pad_mask is None else ~pad_mask  # (B', L')

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from zoo.functional.common import exception_line
+from zoo.functional.call import exception_line
 
 __all__ = ["RECOMPILE_LIMIT", "CudaCompiled", "dynamo_guard_options"]
 

@@ -157,6 +157,8 @@ def fftconv_padded(u: Tensor, k: Tensor, *, causal: bool = True) -> Tensor:
             # one circular kernel: lags 0..L-1 forward, lags -1..-(L-1) at n-1..n-L+1 backward
             back = kf[1, :, : L - 1].flip(-1)  # (H, L-1): back[..., m] = k1[L-2-m]
             k_circ = torch.cat([kf[0], kf.new_zeros(kf.shape[1], n - 2 * L + 1), back], dim=-1)  # (H, n)
+        if u.shape[0] == 0:  # an empty batch: an empty output (MKL's FFT refuses zero rows)
+            return u.to(dtype, copy=True)  # (0, H, n)
         return _CircularConv.apply(u.to(dtype), k_circ)  # (B, H, n)
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.functional.common import validate_options, validate_qkv
+from zoo.functional.call import validate_options, validate_qkv, zero_padded_heads
 
 __all__ = ["attention_reference", "box_sum", "pool_values", "pool_window"]
 
@@ -104,6 +104,7 @@ def attention_reference(
     """
     validate_qkv(q, k, v)
     validate_options(q, decay, pool, chunk, key_padding_mask)
+    q, k, v = (zero_padded_heads(t, key_padding_mask) for t in (q, k, v))  # padding holds nothing
     B, H, L, d = q.shape
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32
     scale = d**-0.5 if scale is None else scale

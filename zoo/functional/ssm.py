@@ -51,6 +51,10 @@ __all__ = [
     "s4d_lin_init",
     "s4d_step",
     "vandermonde",
+    "validate_discretization",
+    "validate_dt_range",
+    "validate_init",
+    "validate_state_size",
     "vandermonde_reference",
 ]
 
@@ -61,7 +65,7 @@ INITS = ("lin", "inv")
 # --------------------------------------------------------------------------- validation
 
 
-def _validate_state_size(d_state: int) -> None:
+def validate_state_size(d_state: int) -> None:
     if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
         raise ValueError(
             f"d_state must be an even int >= 2 (the state is N/2 complex conjugate pairs), got "
@@ -69,7 +73,7 @@ def _validate_state_size(d_state: int) -> None:
         )
 
 
-def _validate_dt_range(dt_min: float, dt_max: float) -> None:
+def validate_dt_range(dt_min: float, dt_max: float) -> None:
     if not (dt_min > 0 and dt_max > 0):
         raise ValueError(
             f"dt_min and dt_max must be positive (log dt is drawn from [log dt_min, log dt_max]), "
@@ -79,12 +83,12 @@ def _validate_dt_range(dt_min: float, dt_max: float) -> None:
         raise ValueError(f"need dt_min <= dt_max, got dt_min={dt_min} > dt_max={dt_max}; swap them")
 
 
-def _validate_discretization(discretization: str) -> None:
+def validate_discretization(discretization: str) -> None:
     if discretization not in DISCRETIZATIONS:
         raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
 
 
-def _validate_init(init: str) -> None:
+def validate_init(init: str) -> None:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS} (S4D-Lin, S4D-Inv), got {init!r}")
 
@@ -115,7 +119,7 @@ def _validate_params(log_dt: Tensor, log_A_real: Tensor, A_imag: Tensor, C: Tens
 
 def s4d_lin_init(H: int, d_state: int) -> tuple[Tensor, Tensor]:
     """S4D-Lin: ``lambda_n = -1/2 + i pi n``, n = 0 .. N/2-1. Returns ``(log_A_real, A_imag)``, each (H, N/2)."""
-    _validate_state_size(d_state)
+    validate_state_size(d_state)
     n = torch.arange(d_state // 2, dtype=torch.float32)  # (N/2,)
     log_A_real = torch.full((H, d_state // 2), math.log(0.5))  # (H, N/2)
     A_imag = (math.pi * n).expand(H, -1).clone()  # (H, N/2)
@@ -124,7 +128,7 @@ def s4d_lin_init(H: int, d_state: int) -> tuple[Tensor, Tensor]:
 
 def s4d_inv_init(H: int, d_state: int) -> tuple[Tensor, Tensor]:
     """S4D-Inv: ``lambda_n = -1/2 + i (N/pi) (N/(2n+1) - 1)``. Returns ``(log_A_real, A_imag)``, each (H, N/2)."""
-    _validate_state_size(d_state)
+    validate_state_size(d_state)
     N = d_state
     n = torch.arange(N // 2, dtype=torch.float32)  # (N/2,)
     log_A_real = torch.full((H, N // 2), math.log(0.5))  # (H, N/2)
@@ -134,13 +138,13 @@ def s4d_inv_init(H: int, d_state: int) -> tuple[Tensor, Tensor]:
 
 def init_A(init: str, H: int, d_state: int) -> tuple[Tensor, Tensor]:
     """``(log_A_real, A_imag)`` for ``init`` in ``("lin", "inv")``."""
-    _validate_init(init)
+    validate_init(init)
     return s4d_lin_init(H, d_state) if init == "lin" else s4d_inv_init(H, d_state)
 
 
 def log_dt_init(H: int, dt_min: float, dt_max: float, generator: torch.Generator | None = None) -> Tensor:
     """``(H,)`` log step sizes drawn uniformly from ``[log dt_min, log dt_max]``."""
-    _validate_dt_range(dt_min, dt_max)
+    validate_dt_range(dt_min, dt_max)
     r = torch.rand(H, generator=generator)  # (H,)
     return math.log(dt_min) + r * (math.log(dt_max) - math.log(dt_min))
 
@@ -157,7 +161,7 @@ def discretize(
     module docstring for the formulas.
     """
     _validate_params(log_dt, log_A_real, A_imag, C)
-    _validate_discretization(discretization)
+    validate_discretization(discretization)
     wide = C.dtype == torch.complex128 or compute_dtype(log_dt, log_A_real, A_imag, C) == torch.float64
     real, cplx = (torch.float64, torch.complex128) if wide else (torch.float32, torch.complex64)
     with torch.autocast(device_type=log_dt.device.type, enabled=False):

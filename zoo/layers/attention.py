@@ -13,6 +13,7 @@ B", our reading of the paper). Alphas are fixed, not learned, and always fp32.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -44,13 +45,7 @@ class AttentionConfig(MixerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _validate_heads(self.d_model, self.n_heads)
-        if self.decay:
-            if not 0 <= self.global_heads <= self.n_heads:
-                raise ValueError(f"global_heads must be in [0, n_heads={self.n_heads}], got {self.global_heads}")
-            if not 0 < self.alpha_min <= self.alpha_max:
-                raise ValueError(
-                    f"need 0 < alpha_min <= alpha_max, got alpha_min={self.alpha_min}, alpha_max={self.alpha_max}"
-                )
+        _validate_decay(self)
         if self.pool_size < 1:
             raise ValueError(f"pool_size must be >= 1 (1 = no pooling), got {self.pool_size}")
         if self.chunk_size < 0:
@@ -59,6 +54,17 @@ class AttentionConfig(MixerConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.backend not in ("auto", *backend_names()):
             raise ValueError(f"backend must be 'auto' or one of {backend_names()}, got {self.backend!r}")
+
+
+def _validate_decay(cfg: AttentionConfig) -> None:
+    """The decay fields lie in their documented ranges (checked with or without ``decay``, so a
+    value that would be wrong once decay is switched on is named at once)."""
+    if not 0 <= cfg.global_heads <= cfg.n_heads:
+        raise ValueError(f"global_heads must be in [0, n_heads={cfg.n_heads}], got {cfg.global_heads}")
+    if not 0 < cfg.alpha_max < 1:
+        raise ValueError(f"alpha_max must lie in (0, 1) (the paper's bound B), got {cfg.alpha_max}; e.g. alpha_max=0.5")
+    if not 0 < cfg.alpha_min <= cfg.alpha_max:
+        raise ValueError(f"alpha_min must lie in (0, alpha_max={cfg.alpha_max}], got {cfg.alpha_min}; e.g. alpha_min=0.01")
 
 
 def _validate_heads(d_model: int, n_heads: int) -> None:
@@ -129,6 +135,7 @@ class MultiHeadAttention(SequenceMixer):
     supports_causal = True
     supports_padding_mask = True
     complexity = "L^2"
+    needs_positions = True  # softmax attention has no notion of order (a decay sees only distances |i - j|)
     config_class = AttentionConfig
 
     def __init__(self, config: AttentionConfig) -> None:
@@ -155,6 +162,16 @@ class MultiHeadAttention(SequenceMixer):
         if alphas is not None:
             self.alphas = alphas.to(device=self.qkv.weight.device, dtype=torch.float32)
         return out
+
+    @classmethod
+    def check_length(cls, config: AttentionConfig, max_len: int) -> None:
+        """A chunk longer than the sequence makes every sequence one chunk (``las_chunk`` becomes
+        ``las``): it still runs, so it is a one-line warning that names the key, not an error."""
+        if config.chunk_size > max_len:
+            warnings.warn(
+                f"layer.chunk_size={config.chunk_size} is larger than the sequence length {max_len} (the task's max_len), "
+                f"so every sequence is one chunk; set layer.chunk_size to at most {max_len} (0 = global attention)",
+                UserWarning, stacklevel=3)
 
     @classmethod
     def complexity_for(cls, config: AttentionConfig) -> str:

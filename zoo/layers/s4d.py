@@ -26,19 +26,17 @@ from registry import register
 from zoo.base import MixerConfig, config_field
 from zoo.layers._common import ACTIVATIONS, ConvBlock, glu_output
 from zoo.functional.ssm import (
-    _validate_discretization,
-    _validate_dt_range,
-    _validate_init,
-    _validate_state_size,
     discretize,
     init_A,
     log_dt_init,
     s4d_kernel,
     s4d_kernel_reference,
     s4d_step,
+    validate_discretization,
+    validate_dt_range,
+    validate_init,
+    validate_state_size,
 )
-
-
 
 
 @dataclass
@@ -57,10 +55,10 @@ class S4DConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _validate_state_size(self.d_state)
-        _validate_init(self.init)
-        _validate_dt_range(self.dt_min, self.dt_max)
-        _validate_discretization(self.discretization)
+        validate_state_size(self.d_state)
+        validate_init(self.init)
+        validate_dt_range(self.dt_min, self.dt_max)
+        validate_discretization(self.discretization)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:

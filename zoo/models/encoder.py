@@ -15,6 +15,7 @@ the task kind (``zoo.models.kinds``). Nothing here knows any layer or task name.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ from zoo.models.kinds import TaskKind, get_kind
 
 __all__ = ["Classifier", "Encoder", "ModelConfig", "build_model"]
 
-POS_EMBS = ("none", "learned", "sinusoidal")
+POS_EMBS = ("auto", "none", "learned", "sinusoidal")
 POOLINGS = ("mean", "max")
 
 
@@ -42,7 +43,9 @@ class ModelConfig:
     dropout: float = config_field(0.0, "dropout after the embedding, in the MLPs and before the head")
     drop_path: float = config_field(0.0, "stochastic depth rate of the last block (linearly increasing from 0)")
     norm: str = config_field("layernorm", "layernorm | rmsnorm")
-    pos_emb: str = config_field("learned", "none | learned | sinusoidal (added to the input embedding)")
+    pos_emb: str = config_field(
+        "auto", "auto | none | learned | sinusoidal (added to the input embedding); auto: learned when the layer "
+        "declares needs_positions (attention), none otherwise (SSMs, convolutions)")
     pooling: str = config_field("mean", "mean | max over valid (non-padding) positions")
 
     def __post_init__(self) -> None:
@@ -82,6 +85,20 @@ def _check_layer(layer: Any, d_model: int, max_len: int) -> None:
                          f"model's max_len={max_len}: resolve it with max_len={max_len}")
 
 
+def effective_pos_emb(pos_emb: str, mixer_cls: type, layer_name: str = "") -> str:
+    """The position embedding a model adds in front of a mixer class: ``auto`` follows the class's
+    ``needs_positions`` capability (learned or none); an explicit ``none`` for a layer that needs
+    positions is kept but warned about in one line (the model cannot tell positions apart)."""
+    needs = bool(getattr(mixer_cls, "needs_positions", False))
+    if pos_emb == "auto":
+        return "learned" if needs else "none"
+    if pos_emb == "none" and needs:
+        warnings.warn(
+            f"model.pos_emb=none with layer {layer_name or mixer_cls.__name__!r}, which needs positions (it is "
+            "permutation-equivariant): set model.pos_emb=auto or learned", UserWarning, stacklevel=3)
+    return pos_emb
+
+
 class Encoder(nn.Module):
     """Embedding -> [positions] -> ``n_layers`` blocks -> final norm -> pooled ``(B, D)``.
 
@@ -103,14 +120,15 @@ class Encoder(nn.Module):
         self.in_features = in_features
         D = config.d_model
         self.embed = nn.Embedding(vocab_size, D) if vocab_size is not None else nn.Linear(in_features, D)
-        if config.pos_emb == "learned":
+        _check_layer(layer, D, max_len)
+        self.pos_emb = effective_pos_emb(config.pos_emb, layer.entry.cls, layer.name)  # what auto became
+        if self.pos_emb == "learned":
             self.pos = nn.Parameter(torch.randn(max_len, D) * 0.02)  # (L, D)
-        elif config.pos_emb == "sinusoidal":
+        elif self.pos_emb == "sinusoidal":
             self.register_buffer("pos", sinusoidal_positions(max_len, D), persistent=False)
         else:
             self.pos = None
         self.drop = nn.Dropout(config.dropout)
-        _check_layer(layer, D, max_len)
         self.layer = layer
         rates = [config.drop_path * i / max(config.n_layers - 1, 1) for i in range(config.n_layers)]
         self.blocks = nn.ModuleList(

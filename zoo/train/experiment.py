@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import registry
-from zoo.config import ResolvedLayer, find_config, layer_fields, load_named, parse_overrides, resolve_layer
+from zoo.config import ResolvedLayer, find_config, layer_fields, load_named, load_yaml, parse_overrides, resolve_layer
 from zoo.data.tasks import TaskSpec, get_task
 from zoo.models import ModelConfig
 from zoo.train.schema import (RUNTIME_KEYS, SECTIONS, DataConfig, ExperimentConfig, OptimConfig, TaskConfig,
@@ -170,7 +170,7 @@ def _named_section(kind: str, values: list, base_fn) -> dict:
 def _task_base(name: str) -> dict:
     found = find_config("tasks", name)
     if found is not None:
-        cfg = OmegaConf.to_container(OmegaConf.create(found.read_text()), resolve=True)
+        cfg = OmegaConf.to_container(load_yaml(found), resolve=True)
         if not isinstance(cfg, dict) or "name" not in cfg:
             raise ExperimentConfigError(f"{found}: a task config needs a top-level `name:` key")
         return cfg

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 
 __all__ = [
     "ListOpsGenConfig",

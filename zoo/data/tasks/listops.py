@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError
 from zoo.data.generators.listops import ListOpsGenConfig, generate_listops

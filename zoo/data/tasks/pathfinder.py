@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError
 from zoo.data.generators.pathfinder import difficulty_dir_name

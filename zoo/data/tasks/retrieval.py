@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import RowReporter, TaskNotFoundError
 from zoo.data.tasks.common import ROWS, bar, file_fp, parse_label, positive, require_nonempty

@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend, BackendUnavailable
-from zoo.functional.common import AttentionCall
+from zoo.functional.call import AttentionCall
 from zoo.functional.backends.flex import FlexBackend
 from zoo.functional.backends.reference import ReferenceBackend
 from zoo.functional.backends.sdpa import SDPABackend

@@ -30,7 +30,7 @@ class Backend:
     supports_backward: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     max_head_dim: ClassVar[int | None] = None
     head_dim_multiple: ClassVar[int] = 1
-    # Under zoo.functional.common.graph_safe() (a CUDA graph capture), a padded call is declined by
+    # Under zoo.functional.capture.graph_safe() (a CUDA graph capture), a padded call is declined by
     # a backend that needs the sequence lengths on the host (a device sync, which a capture forbids)
     # and, on CUDA, by one that would materialise an (L, L) mask for it (a block-sparse kernel can
     # serve it instead; the reference stays able for everything).

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import bucket_length, capturing, derived_from_mask
+from zoo.functional.call import bucket_length
+from zoo.functional.capture import capturing, derived_from_mask
 from zoo.functional.compiled import dynamo_guard_options
 
 

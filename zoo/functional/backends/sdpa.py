@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import allowed_mask
+from zoo.functional.call import allowed_mask
 
 
 class SDPABackend(Backend):

@@ -20,7 +20,9 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend
-from zoo.functional.common import derived_from_mask, exception_line, packing
+from zoo.functional.call import exception_line
+from zoo.functional.capture import derived_from_mask
+from zoo.functional.packing import packing
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,7 +32,7 @@ def _probe(device_str: str) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import xformers.ops as xops
+            import xformers.ops as xops  # noqa: F401  (importable?)
     except Exception as exc:  # ImportError and broken builds alike
         return f"xformers is not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     if not device_str.startswith("cuda"):
