@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 import registry
 from zoo.cli import main
+from zoo.config import resolve_layer
 from zoo.config import config_dirs, layer_yaml, resolve_layer
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "layers"
@@ -267,7 +268,8 @@ def test_pos_emb_auto_gives_attention_learned_positions_and_ssm_none():
     exp = load_experiment("listops_small", [])  # s4d: position-aware by itself
     enc = Encoder(ModelConfig(**exp.cfg.model), exp.layer, vocab_size=20, max_len=256)
     assert enc.pos_emb == "none" and enc.pos is None
-    enc = Encoder(ModelConfig(d_model=32, pos_emb="sinusoidal"), "s4d", vocab_size=20, max_len=64)
+    enc = Encoder(ModelConfig(d_model=32, pos_emb="sinusoidal"), resolve_layer("s4d", d_model=32, max_len=64),
+                  vocab_size=20, max_len=64)
     assert enc.pos_emb == "sinusoidal"  # an explicit choice is kept
 
 
@@ -275,7 +277,8 @@ def test_pos_emb_none_with_a_layer_that_needs_positions_warns_in_one_line():
     from zoo.models.encoder import Encoder, ModelConfig
 
     with pytest.warns(UserWarning) as record:
-        enc = Encoder(ModelConfig(d_model=32, pos_emb="none"), "las", vocab_size=20, max_len=64)
+        enc = Encoder(ModelConfig(d_model=32, pos_emb="none"), resolve_layer("las", d_model=32, max_len=64),
+                      vocab_size=20, max_len=64)
     assert enc.pos is None and len(record) == 1
     msg = str(record[0].message)
     assert "\n" not in msg and "model.pos_emb=none" in msg and "'las'" in msg and "model.pos_emb=auto" in msg

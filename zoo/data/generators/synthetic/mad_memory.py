@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 from zoo.data.generators.synthetic import IGNORE
 
 __all__ = ["CompressionConfig", "MemorizationConfig", "SelectiveCopyConfig", "generate_compression",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.base import config_field
+from zoo.fields import config_field
 from zoo.data.generators.synthetic import IGNORE
 
 __all__ = ["FuzzyRecallConfig", "RecallConfig", "generate_fuzzy_recall", "generate_recall", "recall_vocab"]
