@@ -104,9 +104,11 @@ def budget_mismatch(run: Path, budget) -> str | None:
         return None
     has = ", ".join(f"{k}={cfg.get(k)}" for k in bad)
     wanted = ", ".join(f"{k}={want[k]}" for k in bad)
-    given = {k: v for k, v in dataclasses.asdict(budget).items() if v is not None}
-    return (f"{run}: trained with {has}, the comparison's budget {given} needs {wanted}; give the budget.* the runs "
-            "were trained with (e.g. budget.epochs=N), or keep these runs in another folder")
+    given = ", ".join(f"budget.{k}={v}" for k, v in dataclasses.asdict(budget).items() if v is not None)
+    theirs = (f"budget.steps={cfg['train.max_steps']}" if cfg.get("train.max_steps") is not None else
+              f"budget.epochs={cfg.get('train.epochs')}")
+    return (f"{run}: trained with {has}, but the comparison's {given} needs {wanted}; pass {theirs} (the budget "
+            "it was trained with), or keep runs of other budgets in another folder")
 
 
 def _read_json(path: Path) -> dict:
@@ -145,7 +147,7 @@ def _copy_run(src: Path, dest: Path) -> int:
     tmp.mkdir(parents=True)
     for f in ("summary.json", "config.yaml"):
         shutil.copyfile(src / f, tmp / f)
-    records = thin_metrics(read_metrics(src / "metrics.jsonl"))
+    records = thin_metrics(read_metrics(src / "metrics.jsonl"), MAX_TRAIN_RECORDS)
     atomic_write_text(tmp / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     os.replace(tmp, dest)
     return sum((dest / f).stat().st_size for f in COMMITTED_FILES)
@@ -210,6 +212,8 @@ def export_runs(cfg, name: str, src_root, dest_root, *, planned: dict | None = N
         env = src_grid.get("environments", {}).get(run.name) or src_env
         if env is not None:
             envs[run.name] = env
+    if not added:  # nothing new: the destination stays exactly as it was
+        return added, refused
     grid = {**record, "runs": dict(sorted(runs.items()))}
     grid["digest"] = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:12]
     atomic_write_text(dest / "grid.json", json.dumps({**grid, "environments": dict(sorted(envs.items())),
