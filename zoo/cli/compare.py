@@ -55,11 +55,9 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_export(cfg, name: str, args) -> int:
-    from zoo.train.compare import plan
     from zoo.train.export import export_runs
 
-    planned = {r.run_name: r.dotlist() for r in plan(cfg)}
-    added, refused = export_runs(cfg, name, args.out, args.export, planned=planned)
+    added, refused = export_runs(cfg, name, args.out, args.export)
     print(f"zoo compare: {name}: exported {len(added)} run(s) into {args.export}/{name}"
           + (f", refused {len(refused)}: {', '.join(refused)}" if refused else ""), file=sys.stderr)
     return 2 if refused else 0

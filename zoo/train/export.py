@@ -153,20 +153,30 @@ def _copy_run(src: Path, dest: Path) -> int:
     return sum((dest / f).stat().st_size for f in COMMITTED_FILES)
 
 
+def _here(summary: dict) -> dict | None:
+    """This machine's environment when the run was trained on a device of its kind (the export of a session that
+    stopped before its report), else None: a CPU machine never claims a GPU run."""
+    import torch
+
+    from zoo.measure import environment
+
+    device = str(summary.get("device") or "")
+    return environment() if device and device.startswith("cuda") == torch.cuda.is_available() else None
+
+
 def _container(cfg) -> dict:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
-def export_runs(cfg, name: str, src_root, dest_root, *, planned: dict | None = None) -> tuple[list[str], list[str]]:
+def export_runs(cfg, name: str, src_root, dest_root) -> tuple[list[str], list[str]]:
     """Export the finished runs of ``SRC/NAME`` into ``DEST/NAME`` in committed form; returns (added, refused).
 
     Args:
         cfg: the comparison (``ComparisonConfig``): its budget is checked on every run.
         name: the comparison's name (the folder under both roots).
         src_root, dest_root: the ``--out`` of the training and the committed folder (e.g. ``docs/results``).
-        planned: ``{run name: dotlist}`` of the comparison's runs, used where the source has no ``grid.json``.
 
     One line (stderr) per skipped, kept or refused run. Raises ``ExperimentConfigError`` (one line,
     nothing written) when the source holds no runs or the destination's grid has another budget.
@@ -208,8 +218,8 @@ def export_runs(cfg, name: str, src_root, dest_root, *, planned: dict | None = N
         size = _copy_run(run, target)
         print(f"zoo compare: exported {run.name} ({size / 1024:.0f} KiB) -> {target}", file=sys.stderr)
         added.append(run.name)
-        runs[run.name] = src_grid.get("runs", {}).get(run.name) or (planned or {}).get(run.name)
-        env = src_grid.get("environments", {}).get(run.name) or src_env
+        runs[run.name] = src_grid.get("runs", {}).get(run.name)  # its arguments (None: no grid.json; config.yaml says)
+        env = src_grid.get("environments", {}).get(run.name) or src_env or _here(RunFolder(run).summary())
         if env is not None:
             envs[run.name] = env
     if not added:  # nothing new: the destination stays exactly as it was
