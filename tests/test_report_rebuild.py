@@ -169,3 +169,21 @@ def test_the_committed_one_epoch_slice_rebuilds_its_table(tmp_path):
     keys = ("layer", "n", "test_acc", "best_val_acc_mean", "params", "steps", "tokens_per_s")
     want = [{k: r[k] for k in keys} for r in json.loads((committed / "results.json").read_text())["layers"]]
     assert [{k: r[k] for k in keys} for r in rows(tmp_path / "listops_paper")] == want
+
+
+def test_the_environment_recorded_is_where_the_runs_ran(live, tmp_path):
+    """From the live report's results.json; without one, this machine's only for runs on its kind of device."""
+    grid, out = live
+    src = tmp_path / "src"
+    shutil.copytree(out, src)
+    (src / "grid" / "results.json").unlink()
+    (src / "grid" / "grid.json").unlink()
+    summary = src / "grid" / "runs" / "vanilla-seed0" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "device": "cuda:0"}))  # "trained on a GPU"
+    assert export(grid, src, tmp_path / "c") == 0
+    envs = json.loads((tmp_path / "c" / "grid" / "grid.json").read_text())["environments"]
+    from zoo.measure import environment
+
+    assert envs == {"s4d-seed0": environment()}  # the CPU run ran here; the GPU run's machine is unknown
+    assert run_cli(["compare", grid, "--report-only", "--out", tmp_path / "c"]) == 0
+    assert json.loads((tmp_path / "c" / "grid" / "results.json").read_text())["environment"] == environment()
