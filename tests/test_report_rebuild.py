@@ -158,6 +158,8 @@ def test_thin_metrics_keeps_every_evaluation_and_at_most_200_train_records():
     assert [r["step"] for r in thin] == sorted(r["step"] for r in thin)  # the log's order is kept
     assert len("".join(json.dumps(r) + "\n" for r in thin)) < 100_000
     assert thin_metrics(records[:50]) == records[:50]
+    with pytest.raises(ValueError, match="at least 2"):
+        thin_metrics(records, 1)
 
 
 def test_the_committed_one_epoch_slice_rebuilds_its_table(tmp_path):
@@ -187,3 +189,36 @@ def test_the_environment_recorded_is_where_the_runs_ran(live, tmp_path):
     assert envs == {"s4d-seed0": environment()}  # the CPU run ran here; the GPU run's machine is unknown
     assert run_cli(["compare", grid, "--report-only", "--out", tmp_path / "c"]) == 0
     assert json.loads((tmp_path / "c" / "grid" / "results.json").read_text())["environment"] == environment()
+
+
+def test_a_full_disk_is_one_line_and_exit_2(live, tmp_path, capsys, monkeypatch):
+    import errno
+
+    grid, out = live
+    assert export(grid, out, tmp_path / "c") == 0
+    table = (tmp_path / "c" / "grid" / "runs" / "s4d-seed0" / "summary.json").read_bytes()
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("zoo.train.report.atomic_write_text", full)
+    monkeypatch.setattr("zoo.train.export.atomic_write_text", full)
+    capsys.readouterr()
+    assert run_cli(["compare", grid, "--report-only", "--out", tmp_path / "c"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "No space left on device" in err[1] and "table.md" in err[1]  # the first: the plan line
+    assert export(grid, out, tmp_path / "d") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0]
+    assert (tmp_path / "c" / "grid" / "runs" / "s4d-seed0" / "summary.json").read_bytes() == table
+
+
+def test_an_export_stopped_before_its_grid_record_is_completed_by_the_next(live, tmp_path):
+    grid, out = live
+    assert export(grid, out, tmp_path / "c") == 0
+    record = tmp_path / "c" / "grid" / "grid.json"
+    whole = json.loads(record.read_text())
+    record.write_text(json.dumps({**whole, "runs": {}, "environments": {}}))  # as if it stopped before writing it
+    assert export(grid, out, tmp_path / "c") == 0
+    again = json.loads(record.read_text())
+    assert again["runs"] == whole["runs"] and again["environments"] == whole["environments"]

@@ -38,13 +38,15 @@ def _cmd_compare(args) -> int:
     from zoo.train.executors import DiskError
 
     cfg, name = load_comparison(args.comparison, args.overrides)
-    if args.export is not None:
-        return _cmd_export(cfg, name, args)
-    if args.report_only:
-        from zoo.train.compare import report_only
-
-        report_only(cfg, name, args.out)
-        return 0
+    if args.export is not None or args.report_only:
+        try:
+            return _cmd_export(cfg, name, args) if args.export is not None else _cmd_report_only(cfg, name, args)
+        except OSError as exc:  # a full or unwritable disk; a missing file is answered by main()
+            if isinstance(exc, FileNotFoundError):
+                raise
+            print(f"zoo compare: error: cannot write {exc.filename or 'the report'}: {exc.strerror or exc}; free "
+                  "space or choose a writable folder (the runs already there are untouched)", file=sys.stderr)
+            return 2
     try:
         folder = run_grid(cfg, name, args.out, progress=not args.no_progress)
     except DiskError as exc:  # the grid stopped cleanly: finished runs and checkpoints are kept
@@ -52,6 +54,13 @@ def _cmd_compare(args) -> int:
         return 2
     failed = folder / "failed.json"
     return 1 if failed.exists() and json.loads(failed.read_text()) else 0
+
+
+def _cmd_report_only(cfg, name: str, args) -> int:
+    from zoo.train.compare import report_only
+
+    report_only(cfg, name, args.out)
+    return 0
 
 
 def _cmd_export(cfg, name: str, args) -> int:

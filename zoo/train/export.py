@@ -153,6 +153,14 @@ def _copy_run(src: Path, dest: Path) -> int:
     return sum((dest / f).stat().st_size for f in COMMITTED_FILES)
 
 
+def _record(name: str, runs: dict, envs: dict, src_grid: dict, src_env, run: Path) -> None:
+    """Note run ``name``'s arguments (None without a source grid.json: its config.yaml says) and environment."""
+    runs[name] = src_grid.get("runs", {}).get(name)
+    env = src_grid.get("environments", {}).get(name) or src_env or _here(RunFolder(run).summary())
+    if env is not None:
+        envs[name] = env
+
+
 def _here(summary: dict) -> dict | None:
     """This machine's environment when the run was trained on a device of its kind (the export of a session that
     stopped before its report), else None: a CPU machine never claims a GPU run."""
@@ -192,7 +200,7 @@ def export_runs(cfg, name: str, src_root, dest_root) -> tuple[list[str], list[st
     src_env = _read_json(src / "results.json").get("environment")
     runs = dict(dest_grid.get("runs", {}))
     envs = dict(dest_grid.get("environments", {}))
-    added, refused = [], []
+    added, refused, kept = [], [], []
     for run in sorted(p for p in (src / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")):
         target = dest / "runs" / run.name
         if not RunFolder(run).finished():
@@ -206,6 +214,9 @@ def export_runs(cfg, name: str, src_root, dest_root) -> tuple[list[str], list[st
             diff = config_difference(run_config(run), run_config(target))
             if not diff:
                 print(f"zoo compare: kept {run.name}: already committed with the same config", file=sys.stderr)
+                if run.name not in runs:  # committed by an export that stopped before its grid.json
+                    kept.append(run.name)
+                    _record(run.name, runs, envs, src_grid, src_env, run)
                 continue
             problem = (f"{run}: its config differs from the committed {target} ({', '.join(diff[:4])}); "
                        "nothing was replaced: delete the committed run to replace it, or give this one another name")
@@ -218,11 +229,8 @@ def export_runs(cfg, name: str, src_root, dest_root) -> tuple[list[str], list[st
         size = _copy_run(run, target)
         print(f"zoo compare: exported {run.name} ({size / 1024:.0f} KiB) -> {target}", file=sys.stderr)
         added.append(run.name)
-        runs[run.name] = src_grid.get("runs", {}).get(run.name)  # its arguments (None: no grid.json; config.yaml says)
-        env = src_grid.get("environments", {}).get(run.name) or src_env or _here(RunFolder(run).summary())
-        if env is not None:
-            envs[run.name] = env
-    if not added:  # nothing new: the destination stays exactly as it was
+        _record(run.name, runs, envs, src_grid, src_env, run)
+    if not added and not kept:  # nothing new: the destination stays exactly as it was
         return added, refused
     grid = {**record, "runs": dict(sorted(runs.items()))}
     grid["digest"] = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:12]
