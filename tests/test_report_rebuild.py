@@ -222,3 +222,15 @@ def test_an_export_stopped_before_its_grid_record_is_completed_by_the_next(live,
     assert export(grid, out, tmp_path / "c") == 0
     again = json.loads(record.read_text())
     assert again["runs"] == whole["runs"] and again["environments"] == whole["environments"]
+
+
+def test_a_damaged_committed_run_is_never_overwritten(live, tmp_path, capsys):
+    grid, out = live
+    assert export(grid, out, tmp_path / "c") == 0
+    summary = tmp_path / "c" / "grid" / "runs" / "s4d-seed0" / "summary.json"
+    summary.write_text("{not json")
+    capsys.readouterr()
+    assert export(grid, out, tmp_path / "c") == 2
+    err = [e for e in capsys.readouterr().err.splitlines() if "refused" in e]
+    assert len(err) == 1 and "s4d-seed0" in err[0] and "holds no finished run" in err[0]
+    assert summary.read_text() == "{not json"

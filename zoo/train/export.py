@@ -220,12 +220,13 @@ def export_runs(cfg, name: str, src_root, dest_root) -> tuple[list[str], list[st
                 continue
             problem = (f"{run}: its config differs from the committed {target} ({', '.join(diff[:4])}); "
                        "nothing was replaced: delete the committed run to replace it, or give this one another name")
+        elif problem is None and target.exists():
+            problem = (f"{run}: {target} exists but holds no finished run; nothing was replaced: look at it, delete "
+                       "it, and export again")
         if problem is not None:
             print(f"zoo compare: refused {problem}", file=sys.stderr)
             refused.append(run.name)
             continue
-        if target.exists():
-            shutil.rmtree(target)  # an unfinished leftover, never a committed run (checked above)
         size = _copy_run(run, target)
         print(f"zoo compare: exported {run.name} ({size / 1024:.0f} KiB) -> {target}", file=sys.stderr)
         added.append(run.name)
