@@ -231,6 +231,6 @@ def test_a_damaged_committed_run_is_never_overwritten(live, tmp_path, capsys):
     summary.write_text("{not json")
     capsys.readouterr()
     assert export(grid, out, tmp_path / "c") == 2
-    err = [e for e in capsys.readouterr().err.splitlines() if "refused" in e]
+    err = [e for e in capsys.readouterr().err.splitlines() if e.startswith("zoo compare: refused")]
     assert len(err) == 1 and "s4d-seed0" in err[0] and "holds no finished run" in err[0]
     assert summary.read_text() == "{not json"
