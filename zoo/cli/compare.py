@@ -15,7 +15,6 @@ examples:
   zoo compare listops_paper "only=[vanilla,las,s4d]" --out results      three of its layers, each with its settings
   zoo compare listops_paper execution.executor=submitit execution.submitit.cluster=slurm \\
       execution.submitit.slurm_partition=gpu execution.submitit.timeout_min=600
-
   zoo compare listops_paper --export docs/results --out results   finished runs, small, into the committed folder
   zoo compare listops_paper --report-only --out docs/results      the report of the committed runs, nothing trained
 
