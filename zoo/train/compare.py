@@ -20,7 +20,8 @@ skips the finished ones. Where the runs execute is a declared executor
 ``submitit`` as a job array), checked when the config is read. A failed run is recorded
 (``failed.json``) and the others go on; a full or read-only disk stops the grid.
 ``zoo.train.report`` turns the runs' own summaries into ``table.md``, ``results.json``,
-``curves.png`` and ``cost.png``.
+``curves.png`` and ``cost.png``; :func:`report_only` rebuilds them from run folders alone (the
+committed form of :mod:`zoo.train.export`: summary, config and thinned metrics per run), training nothing.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from zoo.base import config_field
 from zoo.config import load_named, parse_overrides
 from zoo.train.executors import EXECUTORS, DiskError, check_executor, resolve
 from zoo.train.experiment import ExperimentConfigError, load_experiment
+from zoo.train.export import budget_mismatch, grid_environment
 from zoo.train.folder import RunFolder
 from zoo.train.report import write_report
 from zoo.train.sweep import check_sweep, combinations, setting_dotlist, setting_name
 
-__all__ = ["BudgetConfig", "ComparisonConfig", "ExecutionConfig", "GridRun", "load_comparison", "plan", "run_grid"]
+__all__ = ["BudgetConfig", "ComparisonConfig", "ExecutionConfig", "GridRun", "load_comparison", "plan", "report_only",
+           "run_grid"]
 
 
 @dataclass
@@ -322,3 +325,29 @@ def _save_failures(folder: Path, failed: dict[str, str]) -> None:
             atomic_write_text(folder / "failed.json", json.dumps(failed, indent=2) + "\n")
     except OSError:  # the disk that failed the runs: the error already says so
         pass
+
+
+def report_only(cfg: ComparisonConfig, name: str, out: str | os.PathLike = "runs") -> Path:
+    """Rebuild the report of ``OUT/NAME`` from the run folders there, training nothing; returns the folder.
+
+    Works on the committed form (summary.json, config.yaml, metrics.jsonl per run; no checkpoint, no
+    lock, no grid.json needed). Runs of the grid that are not there are reported as not run yet (n
+    per layer in the table); a run trained with another budget is one ``ExperimentConfigError`` line.
+    """
+    runs = plan(cfg)
+    folder = Path(out).expanduser() / name
+    if not folder.is_dir():
+        raise ExperimentConfigError(f"{folder}: no such folder to report on; give the --out that holds "
+                                    f"{name}/runs/ (e.g. --out docs/results)")
+    finished = [r for r in runs if RunFolder(folder / "runs" / r.run_name).finished()]
+    for r in finished:
+        problem = budget_mismatch(folder / "runs" / r.run_name, cfg.budget)
+        if problem:
+            raise ExperimentConfigError(problem)
+    missing = [r.run_name for r in runs if r not in finished]
+    print(f"zoo compare: {name}: report from {len(finished)} of {len(runs)} runs in {folder}, nothing trained"
+          + (f"; not run yet: {', '.join(missing)}" if missing else ""), file=sys.stderr)
+    env = grid_environment(folder, [r.run_name for r in finished]) or {"recorded": "no environment in grid.json"}
+    return write_report(folder, runs, cfg, name, wall_seconds=0.0, executor="none (report rebuilt from the run files)",
+                        failed=_failures(folder, runs), environment=env,
+                        todo="not run yet: train them in a GPU session, export them here, rebuild")

@@ -136,7 +136,8 @@ def format_table(rows: list[dict], baseline: str) -> str:
     return "\n".join(lines)
 
 
-def _notes(rows: list[dict], picked: list[dict], failed: dict) -> str:
+def _notes(rows: list[dict], picked: list[dict], failed: dict,
+           todo: str = "run the same command again to continue") -> str:
     notes = []
     for r in picked:
         if "lr_candidates" in r:
@@ -152,16 +153,20 @@ def _notes(rows: list[dict], picked: list[dict], failed: dict) -> str:
     if failed:
         text += "\n\nFailed runs:\n" + "\n".join(f"- {n}: {why}" for n, why in failed.items())
     if missing:
-        text += f"\n\nNot finished yet: {', '.join(missing)} (run the same command again to continue)."
+        text += f"\n\nNot finished yet: {', '.join(missing)} ({todo})."
     return text + "\n"
 
 
 def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, executor: str,
-                 failed: dict | None = None) -> Path:
-    """Write table.md, results.json, curves.png and cost.png in ``folder``; print the header, table and files."""
+                 failed: dict | None = None, environment: dict | None = None, todo: str | None = None) -> Path:
+    """Write table.md, results.json, curves.png and cost.png in ``folder``; print the header, table and files.
+
+    ``environment`` is where the runs were trained (default: this machine's, where they just ran); ``todo``
+    what to do about runs not finished yet (default: run the same command again).
+    """
     import dataclasses
 
-    from zoo.measure import environment
+    from zoo.measure import environment as this_machine
 
     failed = dict(failed or {})
     baseline = cfg.baseline or runs[0].label
@@ -170,13 +175,13 @@ def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, exe
     budget = {k: v for k, v in dataclasses.asdict(cfg.budget).items() if v is not None}
     budget_text = ", ".join(f"{v} {k}" for k, v in budget.items())
     table = format_table(picked, baseline)
-    env = environment()
+    env = this_machine() if environment is None else environment
     task = next((r["task"] for r in rows if r["task"]), cfg.experiment)
     threads = next((r["threads"] for r in rows if r.get("threads")), env.get("threads", "-"))
     device = next((r["device"] for r in rows if r["device"]), "-")
     header = (f"# {name}\n\nTask `{task}` (experiment `{cfg.experiment}`), budget {budget_text}, seeds "
               f"{list(cfg.seeds)}, threads {threads}, device {device}; executor {executor}; {env}\n\n")
-    notes = _notes(rows, picked, failed)
+    notes = _notes(rows, picked, failed, *([todo] if todo else []))
     atomic_write_text(folder / "table.md", header + table + notes)
     atomic_write_text(folder / "results.json", json.dumps({
         "comparison": name, "experiment": cfg.experiment, "task": task, "budget": budget, "seeds": list(cfg.seeds),
