@@ -4,6 +4,7 @@
 #   step time of vanilla, las, s4d, long_conv (+ vanilla with the unfused block, same process),
 #   the vanilla step's kernels, one vanilla epoch with graphed evaluation.
 #   usage (GPU machine, repo root, wheels in .whl/): bash benchmarks/gpu_fused.sh   (results in $OUT or /tmp/results)
+#   EXTRA_TESTS='tests/test_attention.py ...' adds GPU tests to the first stage (TESTS_TIMEOUT bounds it).
 set -uo pipefail
 RES=${OUT:-/tmp/results}; mkdir -p "$RES"
 T0=$SECONDS; BUDGET=${BUDGET:-560}
@@ -21,8 +22,8 @@ stage() { echo "== $1 at $((SECONDS - T0)) s" >> "$RES/stages.txt"; }
 stage generate+tests
 ( /usr/bin/time -f "%e s" python3 -m zoo data generate listops --out "$DATA" --no-progress > "$RES/generate.txt" 2>&1 ) &
 GEN=$!
-timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fused.py tests/test_graphs.py \
-  > "$RES/gpu_tests.txt" 2>&1
+timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fused.py tests/test_graphs.py \
+  ${EXTRA_TESTS:-} > "$RES/gpu_tests.txt" 2>&1
 wait $GEN
 stage speed
 timeout $(( $(left) - 150 )) python3 benchmarks/train_speed.py --layers vanilla las s4d long_conv --steps 150 --eager \
