@@ -74,6 +74,13 @@ def recall_points(folder: Path, rows: list[dict]) -> dict:
             for panel, lines in cells.items()}
 
 
+def _point_text(row: dict | None) -> str:
+    if not row or row.get("test_acc_mean") is None:
+        return "-"
+    lr = row.get("picked_lr") or row.get("setting", {}).get("optim.lr")
+    return _pct(row["test_acc_mean"]) + (f" ({lr})" if lr is not None else "")
+
+
 def _panel_title(panel) -> str:
     length, kv = panel
     return f"sequence length {length}" + (f", {kv} key-value pairs" if kv is not None else "")
@@ -86,17 +93,19 @@ def draw_recall_by_width(folder: Path, rows: list[dict], title: str) -> tuple[li
     plt = _plt()
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.8), squeeze=False,
                              sharey=True)
-    lines = ["| layer | length | kv pairs | width | test acc % | lr |", "|---|---|---|---|---|---|"]
+    all_widths = sorted({w for p in points.values() for by_w in p.values() for w in by_w if w is not None})
+    head = ["length", "kv pairs", "layer", *[f"width {w}: acc % (lr)" for w in all_widths]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for panel in panels:
+        for layer, by_width in points[panel].items():
+            cells = [_point_text(by_width.get(w)) for w in all_widths]
+            lines.append(f"| {panel[0]} | {'-' if panel[1] is None else panel[1]} | {layer} | " + " | ".join(cells) + " |")
     for ax, panel in zip(axes[0], panels):
         for layer, by_width in points[panel].items():
             xs = sorted((w, r) for w, r in by_width.items() if w is not None and r and r.get("test_acc_mean") is not None)
             if not xs:
                 continue
             ax.plot([w for w, _ in xs], [100 * r["test_acc_mean"] for _, r in xs], marker="o", label=layer)
-            for w, r in xs:
-                lr = r.get("picked_lr", r.get("setting", {}).get("optim.lr", "-"))
-                lines.append(f"| {layer} | {panel[0]} | {panel[1] if panel[1] is not None else '-'} | {w} | "
-                             f"{_pct(r['test_acc_mean'])} | {lr} |")
         widths = sorted({w for by_w in points[panel].values() for w in by_w if w is not None})
         ax.set_xscale("log", base=2)
         if widths:
@@ -161,7 +170,8 @@ def draw_mad_table(folder: Path, rows: list[dict], title: str) -> tuple[list[Pat
         accs = [_pct(by_task[t]["test_acc_mean"]) if by_task.get(t) else "-" for t in tasks]
         lines.append("| " + " | ".join([layer, *accs, _pct(mean) + ("" if n == len(tasks) else f" ({n} of {len(tasks)})")])
                      + " |")
-    picks = [f"- {layer} / {t}: {_setting_text(r)}" for layer, by_task in cells.items() for t, r in by_task.items() if r]
+    picks = [f"- {layer}: " + "; ".join(f"{t} {_setting_text(r)}" for t, r in by_task.items() if r)
+             for layer, by_task in cells.items()]
     text = (f"## MAD tasks ({title})\n\nTest accuracy %, each cell the setting with the best validation accuracy "
             "(MAD's protocol); mean over the tasks shown.\n\n" + "\n".join(lines) +
             "\n\nSettings picked:\n" + "\n".join(picks) + "\n")
@@ -171,20 +181,21 @@ def draw_mad_table(folder: Path, rows: list[dict], title: str) -> tuple[list[Pat
 
     plt = _plt()
     groups = [*tasks, "mean"]
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(groups) * max(len(cells), 1) / 3 + 4), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.2))
     width = 0.8 / max(len(cells), 1)
     x = np.arange(len(groups))
     for i, (layer, by_task) in enumerate(cells.items()):
         vals = [by_task[t]["test_acc_mean"] if by_task.get(t) and by_task[t].get("test_acc_mean") is not None
                 else np.nan for t in tasks] + [means[layer] if means[layer] is not None else np.nan]
         ax.bar(x - 0.4 + width * (i + 0.5), 100 * np.asarray(vals, dtype=float), width, label=layer)
+    ax.axvline(len(tasks) - 0.5, color="gray", linestyle=":", linewidth=1)  # the tasks | their mean
     ax.set_xticks(x, [g.replace("_", " ") for g in groups], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%), best setting")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{title}: MAD tasks and their mean", fontsize=10)
     if cells:
-        ax.legend(fontsize=8, ncol=min(len(cells), 4))
+        ax.legend(fontsize=8, ncol=min(len(cells), 6), loc="upper center")
     fig.tight_layout()
     out = folder / "mad.png"
     fig.savefig(out, dpi=120)

@@ -43,11 +43,14 @@ def axis_keys(key: str) -> tuple[str, ...]:
     return tuple(m.group(1) + part.strip() for part in m.group(2).split(","))
 
 
-def _check_coupled(key: str, keys: tuple[str, ...], values: list) -> None:
-    example = f"{key}: [[{', '.join('a' for _ in keys)}], [{', '.join('b' for _ in keys)}]]"
+def _check_coupled_keys(key: str, keys: tuple[str, ...]) -> None:
     if len(keys) < 2 or any(not k or k.endswith(".") for k in keys) or len(set(keys)) != len(keys):
         raise ValueError(f"sweep.{key}: a coupled axis names two or more distinct keys in brackets, e.g. "
                          f"task.options.[seq_len,num_kv_pairs]")
+
+
+def _check_coupled_values(key: str, keys: tuple[str, ...], values: list) -> None:
+    example = f"{key}: [[{', '.join('a' for _ in keys)}], [{', '.join('b' for _ in keys)}]]"
     for v in values:
         if not isinstance(v, (list, tuple)) or len(v) != len(keys):
             raise ValueError(f"sweep.{key}: each value lists one value per key ({len(keys)}), e.g. {example}; "
@@ -62,6 +65,9 @@ def check_sweep(sweep: dict) -> None:
     seen: set[str] = set()
     for key, values in sweep.items():
         keys = axis_keys(key)
+        coupled = _COUPLED.match(key) is not None
+        if coupled:
+            _check_coupled_keys(key, keys)
         for k in keys:
             if k in _RESERVED:
                 raise ValueError(f"sweep: {k!r} cannot be swept (the grid sets it: use layers, seeds or budget)")
@@ -70,8 +76,8 @@ def check_sweep(sweep: dict) -> None:
             seen.add(k)
         if not isinstance(values, (list, tuple)) or not values:
             raise ValueError(f"sweep.{key}: give a non-empty list of values, e.g. {key}: [a, b], got {values!r}")
-        if len(keys) > 1:
-            _check_coupled(key, keys, values)
+        if coupled:
+            _check_coupled_values(key, keys, values)
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise ValueError(f"sweep.{key}: {list(values)} repeats a value")
 
@@ -85,7 +91,7 @@ def combinations(sweep: dict) -> list[dict]:
         setting: dict = {}
         for axis, v in zip(axes, vals):
             keys = axis_keys(axis)
-            setting.update(zip(keys, v) if len(keys) > 1 else {axis: v})
+            setting.update(zip(keys, v) if _COUPLED.match(axis) else {axis: v})
         out.append(setting)
     return out
 
