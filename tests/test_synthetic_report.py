@@ -72,6 +72,19 @@ def test_coupled_values_are_checked_together_and_a_bad_pair_is_one_line(tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_a_task_name_sweep_gives_each_task_its_own_fields(tmp_path):
+    from zoo.train.compare import load_comparison, plan
+
+    exp = tmp_path / "icr.yaml"
+    exp.write_text("task: {name: in_context_recall, options: {multi_query: false}}\nlayer: vanilla\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"experiment: {exp}\nlayers: [vanilla]\nbudget: {{steps: 2}}\n"
+                    "sweep: {task.name: [in_context_recall, memorization]}\n")
+    runs = plan(load_comparison(str(grid))[0])  # memorization has no multi_query: the base's options are dropped
+    assert [r.run_name for r in runs] == ["vanilla-in_context_recall-seed0", "vanilla-memorization-seed0"]
+    assert "task.name=memorization" in runs[1].overrides
+
+
 def test_a_coupled_sweep_grid_end_to_end_draws_the_width_figure(tmp_path, capsys):
     grid = comparison(tmp_path, layers="[vanilla]", seeds="[0]", steps=2,
                       extra='sweep: {"[optim.lr,model.d_model]": [[1.0e-4, 16], [3.0e-2, 32]]}\n'

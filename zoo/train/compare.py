@@ -89,7 +89,9 @@ class ComparisonConfig:
                                                    "to grow a grid piece by piece with each entry's settings")
     sweep: Dict[str, Any] = config_field({}, "experiment keys to sweep, each with its values, e.g. {optim.lr: [1e-4, "
                                              "1e-3], model.d_model: [64, 128]}: every layer and seed runs once "
-                                             "per combination; the report keeps the best lr by validation")
+                                             "per combination; the report keeps the best lr by validation; keys "
+                                             "that move together: {task.options.[seq_len,num_kv_pairs]: [[64, 4], "
+                                             "[128, 8]]}")
     figures: List[str] = config_field([], "pictures drawn beside the table (zoo.train.figures): recall_by_width "
                                           "(zoology Fig. 2: accuracy against width per length), mad_table (MAD's tasks "
                                           "and their mean per layer, a bar chart)")
