@@ -86,49 +86,67 @@ def _panel_title(panel) -> str:
     return f"sequence length {length}" + (f", {kv} key-value pairs" if kv is not None else "")
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _recall_table(points: dict, panels: list, title: str) -> str:
+    widths = sorted({w for p in points.values() for by_w in p.values() for w in by_w if w is not None})
+    head = ["length", "kv pairs", "layer", *[f"width {w}: acc % (lr)" for w in widths]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for panel in panels:
+        for layer, by_width in points[panel].items():
+            cells = [_point_text(by_width.get(w)) for w in widths]
+            lines.append(f"| {panel[0]} | {'-' if panel[1] is None else panel[1]} | {layer} | " + " | ".join(cells) + " |")
+    return f"## Accuracy against width ({title})\n\n" + "\n".join(lines) + "\n"
+
+
+def _draw_panel(ax, lines: dict, layers: list[str]) -> None:
+    """One panel: a line per layer (its own marker); with a single width, the layers' points side by side."""
+    widths = sorted({w for by_w in lines.values() for w in by_w if w is not None})
+    for layer, by_width in lines.items():
+        xs = sorted((w, r) for w, r in by_width.items() if w is not None and r and r.get("test_acc_mean") is not None)
+        if not xs:
+            continue
+        i = layers.index(layer)
+        dodge = 2 ** (0.08 * (i - (len(layers) - 1) / 2)) if len(widths) == 1 else 1.0  # else points would hide
+        ax.plot([w * dodge for w, _ in xs], [100 * r["test_acc_mean"] for _, r in xs], marker=_MARKERS[i % len(_MARKERS)],
+                color=f"C{i % 10}", label=layer)
+    ax.set_xscale("log", base=2)
+    if widths:
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.minorticks_off()
+        ax.set_xlim(widths[0] / 1.4, widths[-1] * 1.4)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("model width (d_model)")
+    ax.grid(alpha=0.3)
+
+
 def draw_recall_by_width(folder: Path, rows: list[dict], title: str) -> tuple[list[Path], str]:
     """Zoology's Figure 2: test accuracy against width, a panel per (length, kv), a line per layer."""
     points = recall_points(folder, rows)
     panels = sorted(points, key=lambda p: tuple(-1 if v is None else v for v in p))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
     plt = _plt()
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.8), squeeze=False,
-                             sharey=True)
-    all_widths = sorted({w for p in points.values() for by_w in p.values() for w in by_w if w is not None})
-    head = ["length", "kv pairs", "layer", *[f"width {w}: acc % (lr)" for w in all_widths]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for panel in panels:
-        for layer, by_width in points[panel].items():
-            cells = [_point_text(by_width.get(w)) for w in all_widths]
-            lines.append(f"| {panel[0]} | {'-' if panel[1] is None else panel[1]} | {layer} | " + " | ".join(cells) + " |")
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(max(7.0, 4.2 * n), 4.2), squeeze=False, sharey=True)
     for ax, panel in zip(axes[0], panels):
-        for layer, by_width in points[panel].items():
-            xs = sorted((w, r) for w, r in by_width.items() if w is not None and r and r.get("test_acc_mean") is not None)
-            if not xs:
-                continue
-            ax.plot([w for w, _ in xs], [100 * r["test_acc_mean"] for _, r in xs], marker="o", label=layer)
-        widths = sorted({w for by_w in points[panel].values() for w in by_w if w is not None})
-        ax.set_xscale("log", base=2)
-        if widths:
-            ax.set_xticks(widths, [str(w) for w in widths])
-            ax.set_xlim(widths[0] / 1.3, widths[-1] * 1.3)
-        ax.set_ylim(-3, 103)
+        _draw_panel(ax, points[panel], layers)
         ax.set_title(_panel_title(panel), fontsize=9)
-        ax.set_xlabel("model width (d_model)")
-        ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%), best lr")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        h, lab = ax.get_legend_handles_labels()
-        handles += [x for x, n in zip(h, lab) if n not in labels]
-        labels += [n for n in lab if n not in labels]
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
-    fig.suptitle(f"{title}: accuracy against width (zoology Fig. 2 protocol; each point the best lr)", fontsize=10)
+    fig.suptitle(f"{title}\naccuracy against width (zoology Fig. 2 protocol; each point the best lr)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
     out = folder / "recall_by_width.png"
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    text = f"## Accuracy against width ({title})\n\n" + "\n".join(lines) + "\n"
+    text = _recall_table(points, panels, title)
     atomic_write_text(folder / "recall_by_width.md", text)
     return [out, folder / "recall_by_width.md"], text
 
