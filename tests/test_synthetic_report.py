@@ -226,7 +226,7 @@ def test_an_unknown_figure_kind_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,task,n_runs,figure", [
-    ("mqar_small", "mqar", 5 * 2 * 3, "recall_by_width"),
+    ("mqar_small", "mqar", 5 * 2 * 2, "recall_by_width"),
     # the GPU protocols: every one of their 320 / 150 runs is loaded and checked (30 s on 2 cores)
     pytest.param("mqar_zoology", "mqar", 5 * 4 * 4 * 4, "recall_by_width", marks=pytest.mark.slow),
     pytest.param("mad", "in_context_recall", 5 * 5 * 3 * 2, "mad_table", marks=pytest.mark.slow),
