@@ -215,6 +215,24 @@ def test_the_report_draws_the_figures_its_comparison_names(tmp_path, capsys):
     assert not (tmp_path / "recall_by_width.png").exists()  # only what the comparison names
 
 
+def test_parameters_are_compared_with_the_baseline_at_the_same_setting(tmp_path):
+    from zoo.train.compare import GridRun
+    from zoo.train.report import aggregate
+
+    runs = []
+    for layer, d, params in (("vanilla", 64, 1000), ("vanilla", 128, 4000), ("s4d", 64, 1050), ("s4d", 128, 2000)):
+        name = f"{layer}-d{d}-seed0"
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps(
+            {"status": "complete", "task": "mqar", "params": params, "test_acc": 0.5}))
+        runs.append(GridRun(label=layer, layer=layer, seed=0, experiment="x", overrides=[f"layer={layer}"],
+                            run_name=name, setting={"model.d_model": d}))
+    rows = {(r["layer"], r["setting"]["model.d_model"]): r for r in aggregate(tmp_path, runs, "vanilla")}
+    assert rows[("s4d", 64)]["params_vs_baseline"] == pytest.approx(1.05) and rows[("s4d", 64)]["within_param_budget"]
+    assert rows[("s4d", 128)]["params_vs_baseline"] == pytest.approx(0.5)  # against vanilla at 128, not at 64
+    assert rows[("vanilla", 128)]["params_vs_baseline"] == 1.0
+
+
 def test_an_unknown_figure_kind_is_one_line_and_exit_2(tmp_path, capsys):
     code = run_cli(["compare", comparison(tmp_path, seeds="[0]"), "figures=[zoology_fig2]", "--out", tmp_path / "o"])
     err = capsys.readouterr().err

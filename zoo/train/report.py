@@ -86,8 +86,13 @@ def aggregate(folder: Path, runs, baseline: str | None, failed: dict | None = No
     for r in runs:
         groups.setdefault((r.label, json.dumps(r.setting, sort_keys=True)), []).append(r)
     rows = [_row(label, cells, folder, failed or {}) for (label, _), cells in groups.items()]
-    base = next((r for r in rows if r["layer"] == (baseline or rows[0]["layer"]) and r["params"]), None)
+    # the baseline at the same sweep setting: a swept width or task (vocabulary) changes every layer's size
+    bases = {}
     for r in rows:
+        if r["layer"] == (baseline or rows[0]["layer"]) and r["params"]:
+            bases.setdefault(json.dumps(r["setting"], sort_keys=True), r)
+    for r in rows:
+        base = bases.get(json.dumps(r["setting"], sort_keys=True))
         if base and r["params"]:
             r["params_vs_baseline"] = r["params"] / base["params"]
             r["within_param_budget"] = abs(r["params"] / base["params"] - 1.0) <= PARAM_BUDGET
