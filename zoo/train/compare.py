@@ -11,6 +11,7 @@ identical for every run) and optional sweep axes::
     budget: {epochs: 2}
     baseline: vanilla                 # parameters of the others are checked against it (LRA's 10% rule)
     sweep: {optim.lr: [3e-4, 1e-3]}   # optional: every layer x seed per value (zoo.train.sweep)
+    figures: [recall_by_width]        # optional: the task family's pictures (zoo.train.figures)
 
 Every run is an ordinary resumable ``zoo train`` run folder,
 ``OUT/<comparison>/runs/<label>[-<sweep values>]-seed<k>`` (OUT defaults to ``runs``, as in
@@ -46,9 +47,10 @@ from zoo.config import load_named, parse_overrides
 from zoo.train.executors import EXECUTORS, DiskError, check_executor, resolve
 from zoo.train.experiment import ExperimentConfigError, load_experiment
 from zoo.train.export import budget_mismatch, grid_environment
+from zoo.train.figures import check_figures
 from zoo.train.folder import RunFolder
 from zoo.train.report import write_report
-from zoo.train.sweep import check_sweep, combinations, setting_dotlist, setting_name
+from zoo.train.sweep import axis_keys, check_sweep, combinations, setting_dotlist, setting_name
 
 __all__ = ["BudgetConfig", "ComparisonConfig", "ExecutionConfig", "GridRun", "load_comparison", "plan", "report_only",
            "run_grid"]
@@ -90,7 +92,12 @@ class ComparisonConfig:
                                                    "to grow a grid piece by piece with each entry's settings")
     sweep: Dict[str, Any] = config_field({}, "experiment keys to sweep, each with its values, e.g. {optim.lr: [1e-4, "
                                              "1e-3], model.d_model: [64, 128]}: every layer and seed runs once "
-                                             "per combination; the report keeps the best lr by validation")
+                                             "per combination; the report keeps the best lr by validation; keys "
+                                             "that move together: {task.options.[seq_len,num_kv_pairs]: [[64, 4], "
+                                             "[128, 8]]}")
+    figures: List[str] = config_field([], "pictures drawn beside the table (zoo.train.figures): recall_by_width "
+                                          "(zoology Fig. 2: accuracy against width per length), mad_table (MAD's tasks "
+                                          "and their mean per layer, a bar chart)")
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
@@ -134,6 +141,7 @@ def load_comparison(name_or_path: str, overrides=()) -> tuple[ComparisonConfig, 
         cfg = OmegaConf.merge(OmegaConf.structured(ComparisonConfig), raw, parse_overrides(overrides))
         obj = OmegaConf.to_object(cfg)
         check_executor(obj.execution.executor)
+        check_figures(obj.figures)
     except OmegaConfBaseException as exc:
         first = str(exc).strip().splitlines()[0]
         keys = ", ".join(f.name for f in dataclasses.fields(ComparisonConfig))
@@ -181,16 +189,19 @@ def _sweep_axes(sweep: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _check_setting(cfg: ComparisonConfig, settings: list[dict]) -> None:
-    """Load the experiment with each swept value once: an unknown key or a mistyped value is one line."""
+def _check_setting(cfg: ComparisonConfig, axes: dict, settings: list[dict]) -> None:
+    """Load the experiment with each swept value once (a coupled axis's keys together): an unknown key or a
+    mistyped value is one line."""
     _, name, fields, over = _entry(cfg.layers[0])
-    for key in settings[0] if settings else ():
-        for value in {json.dumps(s[key], sort_keys=True): s[key] for s in settings}.values():
+    for axis in axes:
+        keys = axis_keys(axis)
+        for part in {json.dumps([s[k] for k in keys]): {k: s[k] for k in keys} for s in settings}.values():
+            value = list(part.values()) if len(keys) > 1 else part[axis]
             try:
-                load_experiment(cfg.experiment, [*cfg.overrides, f"layer={name}", *over, *setting_dotlist({key: value})],
+                load_experiment(cfg.experiment, [*cfg.overrides, f"layer={name}", *over, *setting_dotlist(part)],
                                 layer_fields=fields)
             except ExperimentConfigError as exc:
-                raise ExperimentConfigError(f"sweep.{key}={value!r}: {exc}") from None
+                raise ExperimentConfigError(f"sweep.{axis}={value!r}: {exc}") from None
 
 
 def plan(cfg: ComparisonConfig) -> list[GridRun]:
@@ -208,7 +219,7 @@ def plan(cfg: ComparisonConfig) -> list[GridRun]:
     except ValueError as exc:
         raise ExperimentConfigError(str(exc)) from None
     settings = combinations(axes)
-    _check_setting(cfg, settings)
+    _check_setting(cfg, axes, settings)
     runs, labels = [], set()
     for layer in cfg.layers:
         label, name, fields, over = _entry(layer)

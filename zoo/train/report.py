@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from zoo._io import atomic_write_text
+from zoo.train.figures import draw_figures
 from zoo.train.sweep import LR_KEY, pick_best_lr
 from zoo.train.folder import RunFolder
 from zoo.train.report_plots import plot_cost, plot_curves
@@ -85,8 +86,13 @@ def aggregate(folder: Path, runs, baseline: str | None, failed: dict | None = No
     for r in runs:
         groups.setdefault((r.label, json.dumps(r.setting, sort_keys=True)), []).append(r)
     rows = [_row(label, cells, folder, failed or {}) for (label, _), cells in groups.items()]
-    base = next((r for r in rows if r["layer"] == (baseline or rows[0]["layer"]) and r["params"]), None)
+    # the baseline at the same sweep setting: a swept width or task (vocabulary) changes every layer's size
+    bases = {}
     for r in rows:
+        if r["layer"] == (baseline or rows[0]["layer"]) and r["params"]:
+            bases.setdefault(json.dumps(r["setting"], sort_keys=True), r)
+    for r in rows:
+        base = bases.get(json.dumps(r["setting"], sort_keys=True))
         if base and r["params"]:
             r["params_vs_baseline"] = r["params"] / base["params"]
             r["within_param_budget"] = abs(r["params"] / base["params"] - 1.0) <= PARAM_BUDGET
@@ -176,7 +182,8 @@ def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, exe
     budget_text = ", ".join(f"{v} {k}" for k, v in budget.items())
     table = format_table(picked, baseline)
     env = this_machine() if environment is None else environment
-    task = next((r["task"] for r in rows if r["task"]), cfg.experiment)
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"]))  # several when the grid sweeps task.name
+    task = ", ".join(tasks) or cfg.experiment
     threads = next((r["threads"] for r in rows if r.get("threads")), env.get("threads", "-"))
     device = next((r["device"] for r in rows if r["device"]), "-")
     header = (f"# {name}\n\nTask `{task}` (experiment `{cfg.experiment}`), budget {budget_text}, seeds "
@@ -188,12 +195,16 @@ def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, exe
         "sweep": {k: list(v) for k, v in (cfg.sweep or {}).items()}, "baseline": baseline, "executor": executor,
         "wall_seconds_this_call": round(wall_seconds, 1), "environment": env, "failed": failed,
         "layers": picked, "all_runs": rows}, indent=2) + "\n")
-    title = f"{task}, {budget_text}"
+    title = f"{task if len(tasks) < 2 else f'{len(tasks)} tasks'}, {budget_text}"
     files = [folder / "table.md", folder / "results.json",
              plot_curves(folder, picked, folder / "curves.png", title),
              plot_cost(picked, folder / "cost.png", title)]
+    extra, pictures = draw_figures(cfg.figures, folder, picked, title)  # the comparison's `figures:`
+    files += extra
     print(header.rstrip("\n") + "\n")
     print(table + notes.rstrip("\n"))
+    if pictures:
+        print("\n" + pictures.rstrip("\n"))
     for f in files:
         print(f"wrote {f}")
     return folder
