@@ -179,3 +179,29 @@ def test_the_processes_executor_stops_on_a_full_disk(tmp_path, monkeypatch):
         processes.run(todo, tmp_path, ExecutionConfig(runs_per_gpu=1, gpus=[]), False)
     assert info.value.failed == {"full": "exit 2: OSError: [Errno 28] No space left on device"}
     assert not (Path.cwd() / "started").exists()  # the next run was never started
+
+
+def test_the_processes_executor_runs_cpu_workers_at_once_sharing_the_cores(tmp_path, monkeypatch):
+    """Without GPUs, `cpu_workers` runs overlap, each told its share of the cores (OMP_NUM_THREADS)."""
+    import os
+
+    from zoo.train.compare import ExecutionConfig
+    from zoo.train.executors import processes
+
+    wait = ("import os, time, pathlib; pathlib.Path({me!r}).touch(); t = time.time()\n"
+            "while not pathlib.Path({other!r}).exists() and time.time() - t < 20: time.sleep(0.05)\n"
+            "print(os.environ['OMP_NUM_THREADS'], pathlib.Path({other!r}).exists())")
+    a, b = str(tmp_path / "a.started"), str(tmp_path / "b.started")
+    todo = _script_runs(tmp_path, monkeypatch, {"a": wait.format(me=a, other=b), "b": wait.format(me=b, other=a)})
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert processes.run(todo, tmp_path, ExecutionConfig(cpu_workers=2, gpus=[]), False) == {}
+    for name in ("a", "b"):  # each saw the other start while it ran, and got half of the 4 cores
+        assert (tmp_path / "runs" / f"{name}.log").read_text() == "2 True\n"
+
+
+def test_execution_counts_must_be_positive(tmp_path):
+    from zoo.train.compare import load_comparison
+    from zoo.train.experiment import ExperimentConfigError
+
+    with pytest.raises(ExperimentConfigError, match="execution.cpu_workers=0: must be a positive integer"):
+        load_comparison("listops_small", ["execution.cpu_workers=0"])

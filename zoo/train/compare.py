@@ -70,8 +70,10 @@ class ExecutionConfig:
 
     executor: str = config_field("auto", "auto (in this process on CPU, processes on GPUs), or a name in "
                                          "zoo.train.executors: local | processes | submitit")
-    runs_per_gpu: int = config_field(3, "concurrent runs on each GPU (their warm-ups and evaluations overlap; "
-                                                "graphed steps share the GPU's throughput)")
+    runs_per_gpu: int = config_field(1, "concurrent runs on each GPU: paper-sized graphed steps fill an H200, so "
+                                        "3 at once were each 3x slower (docs/training.md); small models may gain")
+    cpu_workers: int = config_field(1, "without GPUs, `processes` runs this many at once, the cores shared out "
+                                       "(OMP_NUM_THREADS = cores // cpu_workers each)")
     gpus: Optional[List[int]] = config_field(None, "GPU indices to use (default: every visible GPU)")
     submitit: Dict[str, Any] = config_field({}, "submitit parameters, e.g. {cluster: slurm, slurm_partition: gpu, "
                                                 "timeout_min: 240, gpus_per_node: 1} (cluster: local runs it here)")
@@ -141,6 +143,9 @@ def load_comparison(name_or_path: str, overrides=()) -> tuple[ComparisonConfig, 
         cfg = OmegaConf.merge(OmegaConf.structured(ComparisonConfig), raw, parse_overrides(overrides))
         obj = OmegaConf.to_object(cfg)
         check_executor(obj.execution.executor)
+        for key in ("runs_per_gpu", "cpu_workers"):
+            if getattr(obj.execution, key) < 1:
+                raise ValueError(f"execution.{key}={getattr(obj.execution, key)}: must be a positive integer")
         check_figures(obj.figures)
     except OmegaConfBaseException as exc:
         first = str(exc).strip().splitlines()[0]

@@ -1,7 +1,8 @@
 """``execution.executor=processes``: several ``zoo train`` processes at a time, spread over the GPUs.
 
-``runs_per_gpu`` processes per GPU (``CUDA_VISIBLE_DEVICES`` set per process), or one at a time
-without GPUs; each writes its output to ``runs/<run name>.log``.
+``runs_per_gpu`` processes per GPU (``CUDA_VISIBLE_DEVICES`` set per process), or ``cpu_workers`` at a
+time without GPUs (the cores shared out through ``OMP_NUM_THREADS``, which ``train.threads``
+follows); each writes its output to ``runs/<run name>.log``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
     import torch
 
     gpus = list(execution.gpus) if execution.gpus is not None else list(range(torch.cuda.device_count()))
-    slots = [g for g in gpus for _ in range(execution.runs_per_gpu)] or [None]
+    slots = [g for g in gpus for _ in range(execution.runs_per_gpu)] or [None] * execution.cpu_workers
+    threads = str(max(1, (os.cpu_count() or 1) // execution.cpu_workers))
     queue, running, failed = list(todo), {}, {}
 
     def stop_all(signum, frame):
@@ -56,12 +58,14 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
                 env = dict(os.environ)
                 if slots[slot] is not None:
                     env["CUDA_VISIBLE_DEVICES"] = str(slots[slot])
+                else:
+                    env["OMP_NUM_THREADS"] = threads
                 log = folder / "runs" / f"{r.run_name}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with open(log, "a") as fh:
                     p = subprocess.Popen(command(r, folder), stdout=fh, stderr=subprocess.STDOUT, env=env)
                 running[slot] = (p, r)
-                print(f"zoo compare: started {r.run_name} (gpu {slots[slot]}, log {log})", file=sys.stderr)
+                print(f"zoo compare: started {r.run_name} ({'gpu ' + str(slots[slot]) if slots[slot] is not None else 'cpu'}, log {log})", file=sys.stderr)
             time.sleep(0.5)
             for slot, (p, r) in list(running.items()):
                 if p.poll() is None:
