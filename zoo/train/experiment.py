@@ -265,6 +265,10 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         task_config = task.make_config(OmegaConf.to_container(cfg.task.options, resolve=True))
     except ValueError as exc:
         raise ExperimentConfigError(f"task.options: {exc}") from None
+    needs = getattr(task.config_class, "needs_model", None)
+    if needs:
+        raise ExperimentConfigError(f"task {task.name} needs {needs}, which zoo does not build (docs/synthetic.md, "
+                                    "'Models'): choose another task")
     max_len = int(task.length(task_config))
     if getattr(task, "causal", False):
         _make_causal(cfg, task.name)
