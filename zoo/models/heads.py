@@ -88,8 +88,10 @@ class TokenHead(nn.Module):
 
     def forward(self, outputs: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
         (h,) = outputs  # (B, L, D)
+        k = h.shape[1]
         if labels is not None:
             k = self.max_labelled if self.max_labelled is not None else int((labels != IGNORE).sum(1).max())
+        if k < h.shape[1]:  # (k >= L: every position, in order, as labelled_index says)
             index, _ = labelled_index(labels, max(k, 1))  # (B, K)
             h = h.gather(1, index.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, K, D)
         return self.fc(self.drop(h))  # (B, K, V)
