@@ -192,3 +192,18 @@ def test_tiny_mqar_trains_through_the_trainer(tmp_path):
     train = [r for r in rows if r["kind"] == "train"]
     assert train and all(0.0 <= r["acc"] <= 1.0 for r in train)  # per labelled position, not per row
     assert s["test_loss"] < math.log(64) + 1.0  # a mean over labelled positions, not a per-row sum
+
+
+def test_causal_data_in_memory_refuses_a_non_causal_layer(tmp_path):
+    from zoo.train.runs import run_experiment
+
+    x = np.random.default_rng(0).integers(0, 9, (16, 16)).astype(np.int32)
+    y = np.where(np.arange(16) % 4 == 3, x, IGNORE).astype(np.int32)
+    ds = ArrayDataset([x], y, np.full(16, 16), n_classes=9, vocab_size=9, padding=False, kind="token", causal=True)
+    cfg = {"task": {"name": "listops", "options": {"max_len": 16}}, "layer": {"name": "vanilla", "causal": False},
+           "model": {"d_model": 16, "n_layers": 1}, "train": {"batch_size": 8, "progress": False}}
+    with pytest.raises(ExperimentConfigError, match="set layer.causal=true"):
+        run_experiment(cfg, [], out=tmp_path, max_steps=1, datasets={"train": ds, "val": ds, "test": ds})
+    s = run_experiment(cfg, ["layer.causal=true"], out=tmp_path, max_steps=2,
+                       datasets={"train": ds, "val": ds, "test": ds})
+    assert s["steps"] == 2 and 0.0 <= s["test_acc"] <= 1.0

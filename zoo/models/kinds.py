@@ -40,7 +40,8 @@ class TaskKind:
         """``(3,)`` fp32: the weighted cross-entropy sum, the weighted correct count and the weight sum.
 
         ``weights`` ``(B,)``: 1 for real rows, 0 for filler rows. Training divides the first term by
-        the batch's real rows; evaluation sums all three over the split.
+        the batch's scored labels (``Batch.n_scored``: its real rows here, its labelled positions for
+        a per-position kind), so the third term is their count; evaluation sums all three over the split.
         """
         ce = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
         correct = (logits.detach().argmax(-1) == labels).float()  # (B,)
