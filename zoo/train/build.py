@@ -140,9 +140,7 @@ def build_run(exp: Experiment, run_dir: str | os.PathLike, datasets: dict | None
     _check_length(exp, train_ds)
     dist.init(device, t.batch_size)
     ckpt.seed_all(t.seed)
-    # the data's declared kind (prepared data: the task's; data passed in memory: its own), else the task's
-    kind = get_kind(getattr(train_ds, "kind", None) or getattr(exp.task, "kind", None)
-                    or ("pair" if train_ds.is_pair else "classify"))
+    kind = get_kind(getattr(exp.task, "kind", None) or ("pair" if train_ds.is_pair else "classify"))
     _check_causal(exp, train_ds)
     model = build_model(exp.model_config(), exp.layer, n_classes=train_ds.n_classes, max_len=exp.max_len,
                         vocab_size=train_ds.vocab_size, kind=kind).to(device)
