@@ -209,3 +209,60 @@ def test_causal_data_in_memory_refuses_a_non_causal_layer(tmp_path):
                              "task.options.num_kv_pairs=2"], out=tmp_path, max_steps=2,
                        datasets={"train": ds, "val": ds, "test": ds})
     assert s["steps"] == 2 and 0.0 <= s["test_acc"] <= 1.0
+
+
+def test_swiglu_residual_matches_timm_gated_mlp_bf16():
+    torch.manual_seed(0)
+    ref = GluMlp(16, hidden_features=24, act_layer=torch.nn.SiLU, gate_last=False)
+    norm = torch.nn.LayerNorm(16)
+    x, mixed = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = x + mixed
+        want = y + ref(norm(y).to(torch.bfloat16)).float()
+        got = mlp_residual(x, mixed, None, norm.weight, norm.bias, norm.eps, ref.fc1.weight, ref.fc1.bias,
+                           ref.fc2.weight, ref.fc2.bias, 0.0, 0.0, False, torch.bfloat16, True)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=5e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", ["vanilla", "s4d"])
+def test_token_step_replayed_from_a_cuda_graph_equals_eager_gpu(layer):
+    """The token kind's step (labels (B, L), the head's static K) captured and replayed = the eager step."""
+    from zoo.functional.common import graph_safe
+    from zoo.train.step import GraphedSteps, optimizer_step
+
+    g = torch.Generator().manual_seed(1)
+    L, V, B = 32, 50, 8
+    batches = []
+    for i in range(6):
+        x = torch.randint(0, V, (B, L), generator=g)
+        y = torch.where(torch.rand(B, L, generator=g) < 0.2, torch.randint(0, V, (B, L), generator=g), IGNORE)
+        w = torch.ones(B)
+        w[6:] = 0.0 if i % 2 else 1.0
+        n = int((y[w > 0] != IGNORE).sum())
+        batches.append(([x.cuda()], [None], y.cuda(), w.cuda(), 1.0 / max(n, 1)))
+    kmax = max(int((b[2] != IGNORE).sum(1).max()) for b in batches)
+    runs = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        layer_cfg = resolve_layer(layer, ["causal=true"], d_model=32, max_len=L)
+        model = build_model(ModelConfig(d_model=32, n_layers=2, mlp="none"), layer_cfg, n_classes=V, max_len=L,
+                            vocab_size=V, kind="token").cuda()
+        model.head.max_labelled = kmax
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        params = [p for p in model.parameters() if p.requires_grad]
+        autocast = lambda cache=True: torch.autocast("cuda", enabled=False)  # noqa: E731
+        kind = get_kind("token")
+        steps = GraphedSteps(model, opt, grad_clip=1.0, autocast=autocast, device=torch.device("cuda"),
+                             loss_terms=kind.loss_terms)
+        outs = []
+        for x, m, y, w, scale in batches:
+            if graphed:
+                outs.append(steps(x, m, y, w, scale))
+            else:
+                model.train()
+                with graph_safe():
+                    outs.append(optimizer_step(model, params, opt, x, m, y, w, scale, 1.0, autocast, kind.loss_terms))
+        runs.append(torch.stack(outs).cpu())
+    assert len(steps.graphs) == 1 and steps.eager_steps == 0
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-5)
