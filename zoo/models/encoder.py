@@ -31,6 +31,7 @@ __all__ = ["Classifier", "Encoder", "ModelConfig", "build_model"]
 
 POS_EMBS = ("auto", "none", "learned", "sinusoidal")
 POOLINGS = ("mean", "max")
+MLPS = ("gelu", "swiglu", "none")
 
 
 @dataclass
@@ -47,6 +48,8 @@ class ModelConfig:
         "auto", "auto | none | learned | sinusoidal (added to the input embedding); auto: learned when the layer "
         "declares needs_positions (attention), none otherwise (SSMs, convolutions)")
     pooling: str = config_field("mean", "mean | max over valid (non-padding) positions")
+    mlp: str = config_field("gelu", "the block's MLP sublayer: gelu (timm Mlp) | swiglu (Shazeer 2020; MAD's "
+                                    "blocks) | none (mixer-only blocks, zoology's MQAR models)")
 
     def __post_init__(self) -> None:
         if self.d_model <= 0 or self.n_layers <= 0:
@@ -54,7 +57,7 @@ class ModelConfig:
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         for name, value, options in (("norm", self.norm, tuple(NORMS)), ("pos_emb", self.pos_emb, POS_EMBS),
-                                     ("pooling", self.pooling, POOLINGS)):
+                                     ("pooling", self.pooling, POOLINGS), ("mlp", self.mlp, MLPS)):
             if value not in options:
                 raise ValueError(f"model.{name}={value!r}: choose one of {', '.join(options)}")
         for name in ("dropout", "drop_path"):
@@ -132,7 +135,8 @@ class Encoder(nn.Module):
         self.layer = layer
         rates = [config.drop_path * i / max(config.n_layers - 1, 1) for i in range(config.n_layers)]
         self.blocks = nn.ModuleList(
-            Block(layer, D, mlp_ratio=config.mlp_ratio, dropout=config.dropout, drop_path=r, norm=config.norm)
+            Block(layer, D, mlp_ratio=config.mlp_ratio, dropout=config.dropout, drop_path=r, norm=config.norm,
+                  mlp=config.mlp)
             for r in rates
         )
         self.norm = NORMS[config.norm](D)
@@ -181,10 +185,12 @@ class Encoder(nn.Module):
 
 
 class Classifier(nn.Module):
-    """A shared :class:`Encoder` applied to each input, then a head over the pooled vectors.
+    """A shared :class:`Encoder` applied to each input, then a head over the pooled vectors (or,
+    for a per-position head, ``head.pooled = False``, over the per-position outputs ``(B, L, D)``).
 
-    ``forward(inputs, masks)``: ``inputs`` a sequence of ``head.n_inputs`` tensors ``(B, L_i)``,
-    ``masks`` the matching ``(B, L_i)`` bool padding masks (True = padding) or ``None``.
+    ``forward(inputs, masks, labels)``: ``inputs`` a sequence of ``head.n_inputs`` tensors ``(B, L_i)``,
+    ``masks`` the matching ``(B, L_i)`` bool padding masks (True = padding) or ``None``; ``labels``
+    go to the head (the token head projects only at labelled positions; pooled heads ignore them).
     """
 
     def __init__(self, encoder: Encoder, head: nn.Module) -> None:
@@ -196,14 +202,16 @@ class Classifier(nn.Module):
     def n_inputs(self) -> int:
         return self.head.n_inputs
 
-    def forward(self, inputs: Sequence[Tensor], masks: Sequence[Tensor | None] | None = None) -> Tensor:
+    def forward(self, inputs: Sequence[Tensor], masks: Sequence[Tensor | None] | None = None,
+                labels: Tensor | None = None) -> Tensor:
         if isinstance(inputs, Tensor):
             inputs = (inputs,)
         masks = [None] * len(inputs) if masks is None else list(masks)
         if len(inputs) != self.n_inputs or len(masks) != len(inputs):
             raise ValueError(f"this model takes {self.n_inputs} input(s) and as many masks; got {len(inputs)} "
                              f"input(s) and {len(masks)} mask(s)")
-        return self.head([self.encoder.encode(x, m) for x, m in zip(inputs, masks)])  # (B, C)
+        run = self.encoder.encode if self.head.pooled else self.encoder
+        return self.head([run(x, m) for x, m in zip(inputs, masks)], labels)  # (B, C), or (B, K, V) per position
 
     def mixers(self) -> list[nn.Module]:
         return self.encoder.mixers()
@@ -212,7 +220,7 @@ class Classifier(nn.Module):
 def build_model(config: ModelConfig, layer: Any, *, n_classes: int, max_len: int, vocab_size: int | None,
                 kind: str | TaskKind = "classify", in_features: int = 1) -> Classifier:
     """A :class:`Classifier` with the head of the task ``kind`` (``zoo.models.kinds``: ``classify``,
-    ``pair``, ...); the encoder is shared between the inputs of a multi-input kind.
+    ``pair``, ``token``, ...); the encoder is shared between the inputs of a multi-input kind.
 
     ``layer``: a :class:`~zoo.config.ResolvedLayer`, or a registry name / mapping, resolved here
     once with ``config.d_model`` and ``max_len`` (the one resolution of a model built directly).

@@ -10,6 +10,8 @@ all ``B x L`` rows in one slow kernel); at LRA sizes they cost more GPU time tha
     norm_in(x)                        = norm1(x) in the autocast dtype             (one kernel)
     mlp_residual(x, mixed)            = y + DropPath(fc2(Dropout(GELU(fc1(norm2(y)))))),
                                         y = x + DropPath(mixed), padded rows zeroed (two GEMMs + fused epilogues)
+                                        (``gated``: SwiGLU, ``SiLU(a) * b`` with ``[a, b] = fc1(.)``)
+    residual(x, mixed)                = x + DropPath(mixed), padded rows zeroed   (blocks without an MLP)
 
 each written once in plain PyTorch and run as it is on the CPU, and compiled by inductor with
 symbolic sizes on CUDA (:class:`zoo.functional.compiled.CudaCompiled`: one compilation serves every
@@ -29,7 +31,7 @@ from torch import Tensor
 
 from zoo.functional.compiled import CudaCompiled
 
-__all__ = ["FusedOps", "autocast_dtype", "fused_ops", "mlp_residual", "norm", "norm_in"]
+__all__ = ["FusedOps", "autocast_dtype", "fused_ops", "mlp_residual", "norm", "norm_in", "residual"]
 
 
 def autocast_dtype(x: Tensor) -> torch.dtype:
@@ -63,17 +65,23 @@ def norm_in(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float, dtype: t
 
 def mlp_residual(x: Tensor, mixed: Tensor, mask: Tensor | None, n_w: Tensor, n_b: Tensor | None, eps: float,
                  w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None, dropout: float, path: float,
-                 training: bool, dtype: torch.dtype) -> Tensor:
+                 training: bool, dtype: torch.dtype, gated: bool = False) -> Tensor:
     """``y = x + DropPath(mixed)``; ``y + DropPath(Dropout(fc2(Dropout(GELU(fc1(norm(y)))))))``, padded rows 0.
 
-    The MLP is timm's ``Mlp`` (fc1, GELU, dropout, fc2, dropout); its products run in ``dtype``
-    (bf16 under autocast), the residual stream stays in ``x``'s dtype.
+    The MLP is timm's ``Mlp`` (fc1, GELU, dropout, fc2, dropout), or with ``gated`` timm's
+    ``GluMlp`` as SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"; MAD's channel mixer):
+    ``[a, b] = fc1(.)``, ``SiLU(a) * b``. Its products run in ``dtype`` (bf16 under autocast), the
+    residual stream stays in ``x``'s dtype.
     """
     y = x + drop_path(mixed, path, training).to(x.dtype)  # (B, L, D)
     with torch.autocast(x.device.type, enabled=False):
         h = norm(y, n_w, n_b, eps).to(dtype)  # (B, L, D)
-        h = F.linear(h, w1.to(dtype), None if b1 is None else b1.to(dtype))  # (B, L, H)
-        h = F.dropout(F.gelu(h), dropout, training)
+        h = F.linear(h, w1.to(dtype), None if b1 is None else b1.to(dtype))  # (B, L, H), gated: (B, L, 2H)
+        if gated:
+            a, b = h.chunk(2, dim=-1)  # (B, L, H) each
+            h = F.dropout(F.silu(a) * b, dropout, training)  # (B, L, H)
+        else:
+            h = F.dropout(F.gelu(h), dropout, training)
         h = F.linear(h, w2.to(dtype), None if b2 is None else b2.to(dtype))  # (B, L, D)
         h = F.dropout(h, dropout, training)
         y = y + drop_path(h, path, training).to(y.dtype)  # (B, L, D)
@@ -82,12 +90,19 @@ def mlp_residual(x: Tensor, mixed: Tensor, mask: Tensor | None, n_w: Tensor, n_b
     return y
 
 
+def residual(x: Tensor, mixed: Tensor, mask: Tensor | None, path: float, training: bool) -> Tensor:
+    """``x + DropPath(mixed)``, padded rows 0: a block without an MLP (zoology's MQAR models)."""
+    y = x + drop_path(mixed, path, training).to(x.dtype)  # (B, L, D)
+    return y if mask is None else y.masked_fill(mask.unsqueeze(-1), 0.0)
+
+
 @dataclass(frozen=True)
 class FusedOps:
-    """The block's two functions, compiled for the tensors on ``devices`` (eager elsewhere)."""
+    """The block's functions, compiled for the tensors on ``devices`` (eager elsewhere)."""
 
     norm_in: Callable
     mlp_residual: Callable
+    residual: Callable
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,4 +110,5 @@ def fused_ops(devices: frozenset = frozenset({"cuda"})) -> FusedOps:
     """One shared pair per device set (so every block reuses one compilation); ``{"cuda"}`` by default,
     tests pass ``{"cpu"}`` to compile on the CPU too."""
     return FusedOps(CudaCompiled(norm_in, "block norm", dynamic=True, devices=devices),
-                    CudaCompiled(mlp_residual, "block residual + MLP", dynamic=True, devices=devices))
+                    CudaCompiled(mlp_residual, "block residual + MLP", dynamic=True, devices=devices),
+                    CudaCompiled(residual, "block residual", dynamic=True, devices=devices))

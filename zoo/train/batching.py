@@ -10,8 +10,11 @@
   full batch size with zero-weight rows, so a model sees at most a dozen shapes per task and a
   compiled kernel compiles a bounded number of times.
 
-A :class:`Batch` carries the inputs, their padding masks (True = padding), the labels, the
-row weights (1 real, 0 filler) and the token counts (real and padded) for throughput reports.
+A :class:`Batch` carries the inputs, their padding masks (True = padding), the labels (``(B,)``,
+or ``(B, L)`` per position for token tasks: cut or filled with ``-100`` to the batch's length), the
+row weights (1 real, 0 filler), the number of scored labels of the real rows (the rows, or the
+labelled positions of a token task: the training step's mean is over them) and the token counts
+(real and padded) for throughput reports.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from zoo.functional.common import bucket_length
 
 __all__ = ["Batch", "BatchSource", "epoch_batches", "eval_batches"]
 
+IGNORE = -100  # a per-position label that is not scored
 POOL_BATCHES = 64
 ON_DEVICE_LIMIT = 4 << 30  # bytes of a split held on the device under data.on_device=auto
 
@@ -57,9 +61,10 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
 class Batch:
     inputs: list[torch.Tensor]            # each (B, L_i): token ids (int64) or float pixels
     masks: list[torch.Tensor | None]      # each (B, L_i) bool, True = padding; None without padding
-    labels: torch.Tensor                  # (B,) int64
+    labels: torch.Tensor                  # (B,) int64, or (B, L) per position (-100 = not scored)
     weights: torch.Tensor                 # (B,) float32: 1 for real rows, 0 for filler rows
     n_rows: int                           # real rows
+    n_scored: int                         # scored labels of the real rows (rows; labelled positions per position)
     real_tokens: int                      # tokens before padding, over the real rows and inputs
     padded_tokens: int                    # tokens the model computes on (B * sum L_i)
 
@@ -82,6 +87,8 @@ class BatchSource:
         self.buckets = buckets
         self.lengths = np.asarray(ds.lengths).reshape(len(ds), -1)  # (N, n_inputs)
         self.longest = self.lengths.max(axis=1)  # (N,) what each example needs a batch padded to
+        self.host_labels = np.asarray(ds.labels)  # (N,) or (N, L): counts scored labels without a device sync
+        self.per_position = self.host_labels.ndim == 2
         size = sum(int(a.nbytes) for a in ds.arrays)
         keep = on_device == "true" or (on_device == "auto" and device.type == "cuda" and size <= ON_DEVICE_LIMIT)
         self.on_device = keep
@@ -134,10 +141,14 @@ class BatchSource:
         if self.labels is not None:
             labels = self.labels.index_select(0, idx_dev)
         else:
-            labels = self._to_device(torch.as_tensor(np.asarray(self.ds.labels)[idx], dtype=torch.long))
+            labels = self._to_device(torch.as_tensor(self.host_labels[idx], dtype=torch.long))
+        n_scored = n
+        if self.per_position:
+            labels = _fit_length(labels, inputs[0].shape[1])  # (B, L)
+            n_scored = int((self.host_labels[idx[:n], : inputs[0].shape[1]] != IGNORE).sum())
         weights = (torch.arange(batch_size, device=self.device) < n).float()  # made there: no copy
         return Batch(inputs=inputs, masks=masks, labels=labels, weights=weights,
-                     n_rows=n, real_tokens=int(lengths.sum()),
+                     n_rows=n, n_scored=n_scored, real_tokens=int(lengths.sum()),
                      padded_tokens=batch_size * sum(int(x.shape[1]) for x in inputs))
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -146,6 +157,13 @@ class BatchSource:
         if self.device.type != "cuda":
             return t.to(self.device)
         return t.pin_memory().to(self.device, non_blocking=True)
+
+
+def _fit_length(labels: torch.Tensor, length: int) -> torch.Tensor:
+    """Per-position labels ``(B, L_stored)`` cut or filled with ``-100`` to the batch's length ``(B, length)``."""
+    if labels.shape[1] >= length:
+        return labels[:, :length]
+    return torch.nn.functional.pad(labels, (0, length - labels.shape[1]), value=IGNORE)
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:

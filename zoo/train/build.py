@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -104,6 +105,22 @@ def _check_length(exp: Experiment, train_ds) -> None:
             f"(task.options of {exp.task.name}): raise the task's length option to {train_ds.max_len}")
 
 
+def max_labelled(datasets: dict) -> int:
+    """The most labelled positions (labels != -100) of any example of any split: the token head projects
+    this many positions per row (a static shape for compiled and captured steps; 1 at least)."""
+    return max([1] + [int((np.asarray(d.labels) != -100).sum(axis=1).max()) for d in datasets.values()
+                      if np.asarray(d.labels).ndim == 2 and len(d)])
+
+
+def _check_causal(exp: Experiment, train_ds) -> None:
+    """Data declared causal (next-token style) needs a causal layer; experiments loaded for a causal
+    task already are (``zoo.train.experiment``), datasets passed in memory are checked here."""
+    if getattr(train_ds, "causal", False) and not getattr(exp.layer.config, "causal", False):
+        raise ExperimentConfigError(
+            f"the data is causal (each prediction may only see the past) but layer {exp.layer.name} is not: "
+            "set layer.causal=true")
+
+
 def build_run(exp: Experiment, run_dir: str | os.PathLike, datasets: dict | None = None) -> Run:
     """Threads, data, model, optimizer, schedule and batch sources of ``exp`` (nothing is trained).
 
@@ -124,8 +141,11 @@ def build_run(exp: Experiment, run_dir: str | os.PathLike, datasets: dict | None
     dist.init(device, t.batch_size)
     ckpt.seed_all(t.seed)
     kind = get_kind(getattr(exp.task, "kind", None) or ("pair" if train_ds.is_pair else "classify"))
+    _check_causal(exp, train_ds)
     model = build_model(exp.model_config(), exp.layer, n_classes=train_ds.n_classes, max_len=exp.max_len,
                         vocab_size=train_ds.vocab_size, kind=kind).to(device)
+    if hasattr(model.head, "max_labelled"):  # a per-position head: one static count of projected positions
+        model.head.max_labelled = max_labelled(datasets)
     from zoo.train.optim import build_optimizer, build_scheduler
 
     optimizer = build_optimizer(model, cfg.optim)

@@ -265,7 +265,13 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         task_config = task.make_config(OmegaConf.to_container(cfg.task.options, resolve=True))
     except ValueError as exc:
         raise ExperimentConfigError(f"task.options: {exc}") from None
+    needs = getattr(task.config_class, "needs_model", None)
+    if needs:
+        raise ExperimentConfigError(f"task {task.name} needs {needs}, which zoo does not build (docs/synthetic.md, "
+                                    "'Models'): choose another task")
     max_len = int(task.length(task_config))
+    if getattr(task, "causal", False):
+        _make_causal(cfg, task.name)
     try:
         layer = resolve_layer(cfg.layer, d_model=cfg.model.d_model, max_len=max_len)
     except registry.RegistryError as exc:
@@ -304,6 +310,21 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
             raise ExperimentConfigError(f"{key}={value!r} is not valid: must be {want}")
     check_device(t.device)
     return Experiment(cfg=cfg, name=name, task=task, task_config=task_config, layer=layer, max_len=max_len)
+
+
+def _make_causal(cfg: DictConfig, task: str) -> None:
+    """A causal task (each prediction sees only the past: MQAR, MAD) sets the layer's ``causal`` field;
+    a layer whose class does not declare ``supports_causal`` is refused in one line."""
+    try:
+        entry = registry.get(cfg.layer.name)
+    except registry.RegistryError as exc:
+        raise ExperimentConfigError(f"layer: {exc}") from None
+    has_field = "causal" in {f.name for f in dataclasses.fields(entry.config_class)}
+    if not getattr(entry.cls, "supports_causal", False) or not has_field:
+        raise ExperimentConfigError(f"layer {cfg.layer.name} cannot be causal (its class does not declare "
+                                    f"supports_causal) and task {task} is: choose a causal layer "
+                                    "(`zoo layers` lists them)")
+    cfg.layer.causal = True
 
 
 def check_device(device: str) -> torch.device:

@@ -14,6 +14,7 @@ import warnings
 import torch
 
 from zoo.functional.common import exception_line, graph_safe
+from zoo.models.kinds import get_kind
 
 __all__ = ["capture_shapes", "compile_count", "compile_shapes", "kernels_used"]
 
@@ -27,31 +28,37 @@ def compile_count() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def compile_shapes(train_model, eval_model, source, device: torch.device, autocast, batch_sizes) -> None:
+def compile_shapes(train_model, eval_model, source, device: torch.device, autocast, batch_sizes,
+                   kind=None) -> None:
     """One step of every shape of ``source`` for each ``(batch size, training?)`` in ``batch_sizes``,
-    under forked RNG states (dropout draws do not shift the run's random stream)."""
+    under forked RNG states (dropout draws do not shift the run's random stream); ``kind`` (the
+    task kind) makes labels of the right shape (a token head projects only at labelled positions)."""
     devices = [device] if device.type == "cuda" else []
+    kind = get_kind(kind or "classify")
     with torch.random.fork_rng(devices=devices):
         for L in source.shapes():
             for bs, train in batch_sizes:
                 inputs, masks = source.probe(bs, L)
+                labels = kind.probe_labels(bs, L, source.device)
                 if train:
                     train_model.train()
                     with autocast():
-                        train_model(inputs, masks).float().sum().backward()
+                        train_model(inputs, masks, labels).float().sum().backward()
                 else:
                     eval_model.eval()
                     with torch.no_grad(), autocast():
-                        eval_model(inputs, masks)
+                        eval_model(inputs, masks, labels)
 
 
-def capture_shapes(graphs, source, batch_size: int) -> str | None:
+def capture_shapes(graphs, source, batch_size: int, kind=None) -> str | None:
     """Capture the training step of every shape of ``source`` (:class:`zoo.train.step.GraphedSteps`);
-    None, or why a capture failed (also warned once; the graphs captured so far are dropped)."""
+    None, or why a capture failed (also warned once; the graphs captured so far are dropped).
+    ``kind``: the task kind, whose ``probe_labels`` have the shape of its labels (``(B,)`` or ``(B, L)``)."""
+    kind = get_kind(kind or "classify")
     try:
         for L in source.shapes():
             inputs, masks = source.probe(batch_size, L)
-            labels = torch.zeros(batch_size, dtype=torch.long, device=source.device)
+            labels = kind.probe_labels(batch_size, L, source.device)
             graphs.capture(inputs, masks, labels, torch.ones(batch_size, device=source.device))
     except RuntimeError as exc:
         graphs.graphs.clear()

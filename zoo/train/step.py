@@ -49,7 +49,8 @@ def optimizer_step(model, params: Sequence[torch.Tensor], optimizer, inputs, mas
     """Forward, the task kind's weighted loss, backward, clipping, ``optimizer.step()``.
 
     ``weights`` are 1 for real rows and 0 for filler rows; ``scale`` (a float or a 0-d tensor)
-    turns the weighted sum into the mean over the real rows of the global batch; ``loss_terms`` is
+    turns the weighted sum into the mean over the scored labels of the global batch (its real rows,
+    or its labelled positions for a per-position kind); ``loss_terms`` is
     the task kind's (``zoo.models.kinds.TaskKind.loss_terms``, shared with evaluation). Returns the
     detached ``(loss, correct rows, gradient norm)`` as one ``(3,)`` fp32 device tensor (no host sync).
     """
@@ -65,7 +66,7 @@ def weighted_loss(model, inputs, masks, labels, weights, scale, autocast: Callab
     """``(loss_terms(...)[0] * scale, loss_terms(...))``: the weighted loss sum scaled to the batch mean
     (fp32), and the kind's ``(3,)`` terms (loss sum, correct, weight sum) of ``model(inputs, masks)``."""
     with autocast():
-        logits = model(inputs, masks)
+        logits = model(inputs, masks, labels)  # the labels pick a token head's positions (pooled heads ignore them)
     terms = loss_terms(logits, labels, weights)  # (3,)
     return terms[0] * scale, terms
 

@@ -154,7 +154,8 @@ class Trainer:
         """One optimizer step (replayed from its CUDA graph when captured); returns ``(loss, correct,
         grad_norm)`` as device tensors (no host sync). The position is advanced by the caller."""
         b = self.dist.rank_slice(batch)
-        scale = self.dist.world / batch.n_rows  # the weighted sum -> the mean over the global batch's real rows
+        scale = self.dist.world / max(batch.n_scored, 1)  # the weighted sum -> the mean over the global batch's
+        # scored labels (its real rows; for a token task its labelled positions)
         if self.graphs is not None:
             out = self.graphs(b.inputs, b.masks, b.labels, b.weights, scale)
         else:
@@ -182,7 +183,7 @@ class Trainer:
                 logits = forward(b.inputs, b.masks)
             else:
                 with self._autocast():
-                    logits = self.model(b.inputs, b.masks)
+                    logits = self.model(b.inputs, b.masks, b.labels)
             sums += self.kind.loss_terms(logits, b.labels, b.weights).double()
         loss_sum, correct, n = self.dist.all_sum(sums).tolist()
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
@@ -207,14 +208,14 @@ class Trainer:
         from zoo.train.precompile import capture_shapes, compile_shapes
 
         before = compile_count()
-        failed = capture_shapes(self.graphs, self.sources["train"], t.batch_size) if self.graphs else None
+        failed = capture_shapes(self.graphs, self.sources["train"], t.batch_size, self.kind) if self.graphs else None
         if failed and t.cuda_graphs == "true":
             raise ExperimentConfigError(f"train.cuda_graphs=true but capturing the step failed: {failed}")
         if failed:  # under auto: say why, and run the steps eagerly
             self.graphs, self.graph_status = None, {"enabled": False, "reason": f"capture failed: {failed}"}
         train = [] if self.graphs is not None else [(t.batch_size // self.dist.world, True)]
         compile_shapes(self.ddp, self.model, self.sources["train"], self.device, self._autocast,
-                       train + [(self.run.eval_batch_size, False)])
+                       train + [(self.run.eval_batch_size, False)], self.kind)
         self.optimizer.zero_grad(set_to_none=True)
         self._compiles_at_warmup = compile_count()
         return self._compiles_at_warmup - before
@@ -275,7 +276,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 batch = self.sources["train"].batch(idx, t.batch_size)
                 info = {"step": self.pos.step + 1, "epoch": self.pos.epoch, "batch": self.pos.batch_in_epoch,
-                        "rows": batch.n_rows, "real": batch.real_tokens, "padded": batch.padded_tokens}
+                        "rows": batch.n_rows, "scored": batch.n_scored, "real": batch.real_tokens,
+                        "padded": batch.padded_tokens}
                 self._pending.append((*self.train_step(batch), info))
                 epoch_end = self.pos.advance(n_batches)
                 local_stop = self.signals.requested and self.dist.world == 1
@@ -327,7 +329,7 @@ class Trainer:
             if not math.isfinite(loss) or not math.isfinite(norm):
                 what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
                 raise self._diverged(what, value, info)
-            self.meter.add(loss, correct, info["rows"], info["real"], info["padded"])
+            self.meter.add(loss, correct, info["scored"], info["real"], info["padded"])  # per scored label
         pending.clear()
 
     def _diverged(self, what: str, value: float, info: dict) -> TrainingDiverged:

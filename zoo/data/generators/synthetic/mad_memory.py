@@ -21,6 +21,7 @@ these three is shifted (inputs and labels are aligned as MAD returns them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -83,6 +84,8 @@ def generate_selective_copy(cfg: SelectiveCopyConfig, n: int, rng: np.random.Gen
 @dataclass
 class CompressionConfig:
     """MAD compression: reconstruct the whole sequence from its compressed (last-position) state."""
+
+    needs_model: ClassVar[str] = "MAD's encoder-decoder (mad/model/auto_encoder.py)"  # zoo.train refuses the task
 
     vocab_size: int = config_field(16, "vocabulary V: tokens [0, V-1-noise), noise above, compression token V-1")
     seq_len: int = config_field(32, "sequence length L (the last token is the compression token)")
