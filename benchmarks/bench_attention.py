@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 import registry
-from zoo.measure import environment, time_and_peak
 from zoo.functional import backends
 from zoo.functional.attention import attention, attention_reference
+from zoo.measure import environment, time_and_peak
 
 PRESETS = ["vanilla", "local", "smooth", "las", "las_chunk"]
 

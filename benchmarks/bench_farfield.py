@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from zoo.measure import environment, time_and_peak
-from zoo.functional.attention import attention, attention_reference
 from zoo.experimental.farfield import farfield_attention, farfield_error_bound, farfield_reference
+from zoo.functional.attention import attention, attention_reference
+from zoo.measure import environment, time_and_peak
 
 
 def alphas(H: int, device) -> torch.Tensor:

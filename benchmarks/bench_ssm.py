@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from zoo.measure import cuda_peak_mib, median_ms  # noqa: E402
 from zoo.functional.fftconv import fftconv  # noqa: E402
 from zoo.functional.ssm import log_dt_init, s4d_kernel, s4d_kernel_reference, s4d_lin_init  # noqa: E402
+from zoo.measure import cuda_peak_mib, median_ms  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -9,9 +9,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import rel_err
 
 import registry
-from conftest import rel_err
 from zoo.functional import backends
 from zoo.functional.attention import AttentionCall, attention, attention_reference, pool_values
 from zoo.functional.backends import BackendUnavailable

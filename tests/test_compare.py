@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_runs import prepare_data, run_cli, tiny_experiment
 
 PLUGINS = Path(__file__).parent / "plugins"

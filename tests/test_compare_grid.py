@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_compare import comparison, summaries
 from test_runs import run_cli
 

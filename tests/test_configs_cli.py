@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 
 import registry
 from zoo.cli import main
-from zoo.config import resolve_layer
 from zoo.config import config_dirs, layer_yaml, resolve_layer
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "layers"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
 import registry
-from conftest import rel_err
 from zoo.base import MixerConfig, SequenceMixer
 
 NAMES = registry.list()

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from zoo.functional.attention import attention_reference
 from zoo.experimental.farfield import farfield_attention, farfield_band, farfield_error_bound, farfield_reference
+from zoo.functional.attention import attention_reference
 
 ALPHAS = [0.0, 0.05, 0.2, 0.7]
 B, H, L, D = 2, 4, 300, 16

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import rel_err
+
 from zoo.functional.fftconv import conv_matrix, fft_size, fftconv, fftconv_padded, fftconv_reference, next_fast_len
 
 LENGTHS = [1, 2, 7, 64, 100, 257]

@@ -176,11 +176,11 @@ def test_graphed_eval_forward_is_the_eager_forward():
 
 def test_graphed_evaluate_without_graphs_is_the_trainer_evaluate(tmp_path):
     """On the CPU (no graphs) the fast evaluation loop returns exactly the trainer's own numbers."""
+    from test_train import _exp, _synthetic
+
     from zoo.train.experiment import load_experiment
     from zoo.train.fast_eval import graphed_evaluate
     from zoo.train.trainer import Trainer
-
-    from test_train import _exp, _synthetic
 
     tr = Trainer(load_experiment(_exp(), []), tmp_path / "run", datasets=_synthetic())
     assert graphed_evaluate(tr, None, "val") == tr.evaluate("val")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import rel_err
+
 from zoo.functional.fftconv import fftconv_reference
 from zoo.layers.long_conv import Hyena, HyenaConfig, LongConv, LongConvConfig, regularize_kernel
 
@@ -166,8 +166,9 @@ def test_bf16_module_and_autocast(cls, cfg_cls):
 def test_registry_builds_from_yaml_and_rejects_bad_values(name, cls):
     from pathlib import Path
 
-    import registry
     from omegaconf import OmegaConf
+
+    import registry
 
     path = Path(__file__).resolve().parents[1] / "configs" / "layers" / f"{name}.yaml"
     layer = registry.build(OmegaConf.load(path), d_model=8, max_len=16, causal=False)

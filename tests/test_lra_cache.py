@@ -1,5 +1,6 @@
 """The processed-data cache: hits, misses, atomic builds, corruption detected and rebuilt."""
 
+import dataclasses
 import json
 import warnings
 
@@ -7,10 +8,9 @@ import numpy as np
 import pytest
 
 from zoo.data import DataWarning, prepare
-import dataclasses
-
-from zoo.data.tasks import get_task, registry as task_registry
 from zoo.data.cache import NpyAppender, build_entry, cache_key, check_entry
+from zoo.data.tasks import get_task
+from zoo.data.tasks import registry as task_registry
 from zoo.data.testing import write_listops_tsv
 
 ROWS = [("( ( ( [MAX 2 ) 9 ) ] )", "9"), ("( ( ( ( [SM 7 ) 8 ) 9 ) ] )", "4"), ("( ( ( [MIN 3 ) 5 ) ] )", "3")]

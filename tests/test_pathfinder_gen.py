@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from zoo.data.generators import pathfinder as pg
 from zoo.data.generators.pathfinder import (
     PATHFINDER_PARAMS,
     PathfinderParams,
@@ -31,7 +32,6 @@ from zoo.data.generators.pathfinder import (
     render_sample_grid,
     segment_distance,
 )
-from zoo.data.generators import pathfinder as pg
 
 N_MAIN = 500  # the shared 32 px hard set (about 4 s on 2 cores)
 PER_FOLDER = 128  # -> folders 0..3, the last one partly filled

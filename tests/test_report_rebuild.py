@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_compare import comparison
 from test_runs import run_cli
+
 from zoo.train.export import MAX_TRAIN_RECORDS, thin_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import rel_err
+
 from zoo.functional import ssm
 from zoo.functional.fftconv import fftconv_reference
 from zoo.layers.s4d import S4D, S4DConfig
@@ -264,8 +264,9 @@ def test_wrong_channel_count_raises():
 
 
 def test_registry_builds_from_yaml_and_rejects_bad_values():
-    import registry
     from omegaconf import OmegaConf
+
+    import registry
 
     layer = registry.build(OmegaConf.load(ROOT / "configs" / "layers" / "s4d.yaml"), d_model=16, causal=False)
     assert isinstance(layer, S4D) and tuple(layer.C.shape) == (2, 16, 32, 2)

@@ -9,10 +9,8 @@ import statistics
 from pathlib import Path
 
 import pytest
-
 from test_compare import comparison, summaries
 from test_runs import run_cli
-
 
 # --------------------------------------------------------------------------- coupled sweep axes
 

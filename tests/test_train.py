@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import registry
 from zoo.data import ArrayDataset
+from zoo.models import ModelConfig, build_model
 from zoo.train import (
     ExperimentConfigError,
     TrainingDiverged,
@@ -19,7 +20,6 @@ from zoo.train import (
     param_groups,
     run_experiment,
 )
-from zoo.models import ModelConfig, build_model
 
 TINY_MODEL = {"d_model": 16, "n_layers": 2, "mlp_ratio": 2.0, "dropout": 0.1, "drop_path": 0.1}
 

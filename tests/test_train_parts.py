@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_runs import run_cli, tiny_experiment
+from test_train import _exp, _synthetic, synthetic
 
 from zoo.config import resolve_layer
 from zoo.models import KINDS, ModelConfig, TaskKind, build_model, get_kind, register_kind
@@ -21,10 +23,6 @@ from zoo.models.heads import ClassificationHead, RetrievalHead
 from zoo.train import RunFolder, load_experiment, run_experiment
 from zoo.train.loop import Cadence, LoopState
 from zoo.train.trainer import Trainer
-
-from test_runs import run_cli, tiny_experiment
-from test_train import _exp, _synthetic, synthetic
-
 
 # ------------------------------------------------------------------ 1. one resolution, one length
 

@@ -9,9 +9,8 @@ See ``registry`` for registration and plugins, ``zoo.functional`` for the pure o
 """
 
 from registry import build, describe, list_layers, register
-from zoo.base import MixerConfig, SequenceMixer, config_field
-
 from zoo import layers as _builtin_layers  # noqa: E402,F401  the built-ins (also this package's entry point)
+from zoo.base import MixerConfig, SequenceMixer, config_field
 
 __version__ = "0.2.0"
 

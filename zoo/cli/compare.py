@@ -33,7 +33,6 @@ there (a run whose config differs from a committed one of the same name is refus
 
 def _cmd_compare(args) -> int:
     from zoo.train.compare import load_comparison, run_grid
-
     from zoo.train.executors import DiskError
 
     cfg, name = load_comparison(args.comparison, args.overrides)

@@ -5,8 +5,15 @@ The helpers now live by job: :mod:`zoo.functional.call` (the call description an
 :mod:`zoo.functional.packing` (padding-free layouts). Import from those in new code.
 """
 
-from zoo.functional.call import (AttentionCall, allowed_mask, bucket_length, exception_line, row_ok,
-                                 validate_options, validate_qkv)
+from zoo.functional.call import (
+                                 AttentionCall,
+                                 allowed_mask,
+                                 bucket_length,
+                                 exception_line,
+                                 row_ok,
+                                 validate_options,
+                                 validate_qkv,
+)
 from zoo.functional.capture import capturing, derived_from_mask, graph_safe, graph_safe_active
 from zoo.functional.packing import Packing, packing
 

@@ -36,9 +36,6 @@ from zoo.base import MixerConfig, SequenceMixer, config_field, zero_padded
 from zoo.functional.fftconv import fftconv, fftconv_reference
 from zoo.layers._common import ACTIVATIONS, ConvBlock
 
-
-
-
 # --------------------------------------------------------------------------- configs
 
 

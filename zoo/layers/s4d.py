@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from registry import register
 from zoo.base import MixerConfig, config_field
-from zoo.layers._common import ACTIVATIONS, ConvBlock, glu_output
 from zoo.functional.ssm import (
     discretize,
     init_A,
@@ -37,6 +36,7 @@ from zoo.functional.ssm import (
     validate_init,
     validate_state_size,
 )
+from zoo.layers._common import ACTIVATIONS, ConvBlock, glu_output
 
 
 @dataclass

@@ -4,13 +4,13 @@
     summary = run_experiment("listops_small", ["layer=las"], out="runs")   # resumable; returns summary.json
 """
 
+from zoo.train.build import build_run
 from zoo.train.checkpoint import CheckpointError
 from zoo.train.experiment import Experiment, ExperimentConfigError, load_experiment
-from zoo.train.optim import build_optimizer, build_scheduler, param_groups
 from zoo.train.folder import RunFolder, RunLockedError, RunWriteError
-from zoo.train.runs import run_experiment
-from zoo.train.build import build_run
 from zoo.train.memory import MemoryEstimateError
+from zoo.train.optim import build_optimizer, build_scheduler, param_groups
+from zoo.train.runs import run_experiment
 from zoo.train.stopping import Interrupted, TrainingDiverged
 from zoo.train.trainer import Trainer
 

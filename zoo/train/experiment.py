@@ -37,8 +37,7 @@ import registry
 from zoo.config import ResolvedLayer, find_config, layer_fields, load_named, load_yaml, parse_overrides, resolve_layer
 from zoo.data.tasks import TaskSpec, get_task
 from zoo.models import ModelConfig
-from zoo.train.schema import (RUNTIME_KEYS, SECTIONS, DataConfig, ExperimentConfig, OptimConfig, TaskConfig,
-                              TrainConfig)
+from zoo.train.schema import RUNTIME_KEYS, SECTIONS, DataConfig, ExperimentConfig, OptimConfig, TaskConfig, TrainConfig
 
 __all__ = [
     "DataConfig",

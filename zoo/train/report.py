@@ -19,9 +19,9 @@ from pathlib import Path
 
 from zoo._io import atomic_write_text
 from zoo.train.figures import draw_figures
-from zoo.train.sweep import LR_KEY, pick_best_lr
 from zoo.train.folder import RunFolder
 from zoo.train.report_plots import plot_cost, plot_curves
+from zoo.train.sweep import LR_KEY, pick_best_lr
 
 __all__ = ["aggregate", "format_table", "write_report"]
 

@@ -6,13 +6,14 @@ every import line below registers the task(s) beside it.
     cfg = spec.make_config(["max_len=1000"])
 """
 
+from zoo.data.tasks import (
+    image,  # noqa: E402,F401  image
+    listops,  # noqa: E402,F401  listops
+    pathfinder,  # noqa: E402,F401  pathfinder, pathx
+    retrieval,  # noqa: E402,F401  retrieval
+    synthetic,  # noqa: E402,F401  mqar and MAD's six tasks (generated, per-token labels)
+    text,  # noqa: E402,F401  text
+)
 from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, get_task, register_task, task_names
-
-from zoo.data.tasks import listops  # noqa: E402,F401  listops
-from zoo.data.tasks import text  # noqa: E402,F401  text
-from zoo.data.tasks import retrieval  # noqa: E402,F401  retrieval
-from zoo.data.tasks import image  # noqa: E402,F401  image
-from zoo.data.tasks import pathfinder  # noqa: E402,F401  pathfinder, pathx
-from zoo.data.tasks import synthetic  # noqa: E402,F401  mqar and MAD's six tasks (generated, per-token labels)
 
 __all__ = ["GeneratorSpec", "TaskSpec", "get_task", "register_task", "task_names"]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import EmptySplitError, RowReporter, TaskNotFoundError
 from zoo.data.tasks.common import bar, choice, file_fp, require_nonempty
 from zoo.data.tasks.registry import TaskSpec, register_task
 from zoo.data.tokenizers import GRAY_WEIGHTS, PIXEL_MODES, grayscale
+from zoo.fields import config_field
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError
 from zoo.data.generators.listops import ListOpsGenConfig, generate_listops
 from zoo.data.tasks.common import ROWS, bar, file_fp, parse_label, positive, require_nonempty
 from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, register_task
 from zoo.data.tokenizers import LISTOPS_VOCAB, PAD_ID, ListOpsTokenizer
+from zoo.fields import config_field
 
 
 @dataclass

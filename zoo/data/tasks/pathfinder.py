@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError
 from zoo.data.generators.pathfinder import difficulty_dir_name
 from zoo.data.tasks.common import bar, choice, file_fp, parse_label, positive, require_nonempty
 from zoo.data.tasks.registry import GeneratorSpec, TaskSpec, register_task
 from zoo.data.tokenizers import PIXEL_MODES
+from zoo.fields import config_field
 
 RESOLUTIONS = (32, 64, 128, 256)
 

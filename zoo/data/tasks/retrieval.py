@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import RowReporter, TaskNotFoundError
 from zoo.data.tasks.common import ROWS, bar, file_fp, parse_label, positive, require_nonempty
 from zoo.data.tasks.registry import TaskSpec, register_task
 from zoo.data.tokenizers import BYTE_VOCAB_SIZE, PAD_ID, ByteTokenizer, first_chars_bytes
+from zoo.fields import config_field
 
 
 @dataclass

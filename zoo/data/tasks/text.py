@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.cache import SplitWriter
 from zoo.data.errors import DataWarning, RowReporter, TaskNotFoundError, log
 from zoo.data.tasks.common import ROWS, bar, choice, positive, require_nonempty
 from zoo.data.tasks.registry import TaskSpec, register_task
 from zoo.data.tokenizers import BYTE_VOCAB_SIZE, PAD_ID, ByteTokenizer
+from zoo.fields import config_field
 
 VAL_IS_TEST_WARNING = (
     "!!! text: val_from='test' -> the validation split IS the test split (LRA's original protocol). Model "

@@ -15,11 +15,11 @@ import warnings
 import torch
 
 from zoo.functional.backends.base import Backend, BackendUnavailable
-from zoo.functional.call import AttentionCall
 from zoo.functional.backends.flex import FlexBackend
 from zoo.functional.backends.reference import ReferenceBackend
 from zoo.functional.backends.sdpa import SDPABackend
 from zoo.functional.backends.xformers import XFormersBackend
+from zoo.functional.call import AttentionCall
 
 PRIORITY: tuple[Backend, ...] = (XFormersBackend(), SDPABackend(), FlexBackend(), ReferenceBackend())
 _BY_NAME = {b.name: b for b in PRIORITY}

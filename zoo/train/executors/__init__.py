@@ -8,11 +8,12 @@ one file with ``@register("name")`` (from ``zoo.train.executors.base``) on its `
 import line below.
 """
 
-from zoo.train.executors.base import (AUTO, EXECUTORS, DiskError, check_executor, disk_error, one_line, register,
-                                      resolve)
+from zoo.train.executors.base import AUTO, EXECUTORS, DiskError, check_executor, disk_error, one_line, register, resolve
 
 __all__ = ["AUTO", "EXECUTORS", "DiskError", "check_executor", "disk_error", "register", "resolve", "one_line"]
 
-from zoo.train.executors import local  # noqa: E402,F401  local
-from zoo.train.executors import processes  # noqa: E402,F401  processes
-from zoo.train.executors import submitit  # noqa: E402,F401  submitit
+from zoo.train.executors import (
+                                      local,  # noqa: E402,F401  local
+                                      processes,  # noqa: E402,F401  processes
+                                      submitit,  # noqa: E402,F401  submitit
+)

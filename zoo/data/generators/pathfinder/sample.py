@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import _geometry, _Geometry
+from .geometry import _Geometry, _geometry
 from .params import PathfinderParams
 from .process import _place_distractors, _place_targets, _Snake
 from .raster import _bytescale

@@ -25,8 +25,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.generators.synthetic import IGNORE
+from zoo.fields import config_field
 
 __all__ = ["CompressionConfig", "MemorizationConfig", "SelectiveCopyConfig", "generate_compression",
            "generate_memorization", "generate_selective_copy", "memorization_map"]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.generators.synthetic import IGNORE
+from zoo.fields import config_field
 
 __all__ = ["FuzzyRecallConfig", "RecallConfig", "generate_fuzzy_recall", "generate_recall", "recall_vocab"]
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.fields import config_field
 from zoo.data.generators.synthetic import IGNORE
+from zoo.fields import config_field
 
 __all__ = ["MQARConfig", "gap_probabilities", "generate_mqar"]
 
