@@ -171,3 +171,18 @@ def test_sweep_axes_nest_or_dot_and_multiply_the_plan(tmp_path):
         assert len(runs) == 2 * 2 * 1 * 2
         assert runs[0].run_name == "s4d-lr1e-3-batch_size8-seed0" and runs[-1].run_name == "vanilla-lr3e-3-batch_size8-seed1"
         assert "optim.lr=0.003" in runs[-1].overrides and "train.batch_size=8" in runs[-1].overrides
+
+
+def test_the_report_ranks_the_layers_per_setting_in_one_sentence():
+    from zoo.train.report import ranking
+
+    rows = [{"layer": "vanilla", "setting": {"task.options.seq_len": 64, "optim.lr": 3e-3}, "test_acc_mean": 0.6,
+             "chance_acc": 0.004},
+            {"layer": "s4d", "setting": {"task.options.seq_len": 64, "optim.lr": 1e-2}, "test_acc_mean": 0.9},
+            {"layer": "las", "setting": {"task.options.seq_len": 64, "optim.lr": 1e-2}, "test_acc_mean": None},
+            {"layer": "vanilla", "setting": {"task.options.seq_len": 128}, "test_acc_mean": 0.1},
+            {"layer": "s4d", "setting": {"task.options.seq_len": 128}, "test_acc_mean": 0.2}]
+    assert ranking(rows).splitlines() == [
+        "Test accuracy % at seq_len=64, highest first: s4d 90.00 > vanilla 60.00 (chance 0.40).",
+        "Test accuracy % at seq_len=128, highest first: s4d 20.00 > vanilla 10.00 (chance 0.40)."]
+    assert ranking(rows[:1]) == ""  # one finished layer ranks nothing

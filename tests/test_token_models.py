@@ -266,3 +266,16 @@ def test_token_step_replayed_from_a_cuda_graph_equals_eager_gpu(layer):
         runs.append(torch.stack(outs).cpu())
     assert len(steps.graphs) == 1 and steps.eager_steps == 0
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_chance_accuracy_of_per_position_labels_counts_labelled_positions_only():
+    """Token tasks: the majority label among labelled positions (-100 ignored), weighted by example weights."""
+    from types import SimpleNamespace
+
+    from zoo.train.summary import chance_accuracy
+
+    labels = np.array([[-100, 5, 7, -100], [5, -100, 5, 9], [-100, 7, 7, -100]])
+    assert chance_accuracy(SimpleNamespace(labels=labels)) == pytest.approx(3 / 7)  # 5 and 7 thrice among 7
+    weighted = SimpleNamespace(labels=labels, weights=np.array([1.0, 0.0, 1.0]))
+    assert chance_accuracy(weighted) == pytest.approx(3 / 4)  # row 1 weighs 0: 5, 7, 7, 7
+    assert chance_accuracy(SimpleNamespace(labels=np.full((2, 3), -100))) is None

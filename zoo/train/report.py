@@ -163,6 +163,24 @@ def _notes(rows: list[dict], picked: list[dict], failed: dict,
     return text + "\n"
 
 
+def ranking(picked: list[dict]) -> str:
+    """One sentence per setting: the layers by mean test accuracy, highest first, and the chance level."""
+    groups: dict[str, list[dict]] = {}
+    for r in picked:
+        if r["test_acc_mean"] is not None:
+            where = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in r["setting"].items() if k != LR_KEY)
+            groups.setdefault(where, []).append(r)
+    chance = next((r["chance_acc"] for r in picked if r.get("chance_acc") is not None), None)
+    lines = []
+    for where, rs in groups.items():
+        if len(rs) > 1:
+            order = " > ".join(f"{r['layer']} {_pct(r['test_acc_mean'])}" for r in
+                               sorted(rs, key=lambda r: -r["test_acc_mean"]))
+            lines.append(f"Test accuracy %{' at ' + where if where else ''}, highest first: {order}"
+                         f"{f' (chance {_pct(chance)})' if chance is not None else ''}.")
+    return "\n".join(lines)
+
+
 def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, executor: str,
                  failed: dict | None = None, environment: dict | None = None, todo: str | None = None) -> Path:
     """Write table.md, results.json, curves.png and cost.png in ``folder``; print the header, table and files.
@@ -189,6 +207,8 @@ def write_report(folder: Path, runs, cfg, name: str, *, wall_seconds: float, exe
     header = (f"# {name}\n\nTask `{task}` (experiment `{cfg.experiment}`), budget {budget_text}, seeds "
               f"{list(cfg.seeds)}, threads {threads}, device {device}; executor {executor}; {env}\n\n")
     notes = _notes(rows, picked, failed, *([todo] if todo else []))
+    summary = ranking(picked)
+    notes += f"\n{summary}\n" if summary else ""
     atomic_write_text(folder / "table.md", header + table + notes)
     atomic_write_text(folder / "results.json", json.dumps({
         "comparison": name, "experiment": cfg.experiment, "task": task, "budget": budget, "seeds": list(cfg.seeds),

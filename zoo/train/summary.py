@@ -20,12 +20,20 @@ __all__ = ["chance_accuracy", "write_summary"]
 
 
 def chance_accuracy(dataset) -> float | None:
-    """The majority class's share of ``dataset``, weighted by its example weights (1 each if it has none)."""
+    """The majority class's share of ``dataset``, weighted by its example weights (1 each if it has none).
+
+    Per-position labels ``(N, L)`` (token tasks): the most frequent label among the labelled positions
+    (-100 = ignored), each position weighted by its example's weight."""
     labels = np.asarray(getattr(dataset, "labels", []))
-    if labels.size == 0 or labels.ndim != 1:
+    if labels.size == 0 or labels.ndim not in (1, 2):
         return None
     weights = np.asarray(getattr(dataset, "weights", None) if getattr(dataset, "weights", None) is not None
                          else np.ones(len(labels)), dtype=np.float64)
+    if labels.ndim == 2:  # (N, L): one entry per labelled position
+        weights = np.broadcast_to(weights[:, None], labels.shape)[labels != -100]
+        labels = labels[labels != -100]
+        if labels.size == 0:
+            return None
     per_class = np.bincount(labels.astype(np.int64), weights=weights)
     return float(per_class.max() / max(weights.sum(), 1e-12))
 
