@@ -57,7 +57,8 @@ def errors(device, dtype, H=8, L=1024, B=2):
                 try:
                     out = attention(q.to(dtype), k.to(dtype), v.to(dtype), backend=be, **kw)
                     err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
-                    rows.append(dict(preset=name, causal=causal, dtype=str(dtype).replace("torch.", ""), backend=be, rel_err=err))
+                    rows.append(dict(preset=name, causal=causal, dtype=str(dtype).replace("torch.", ""), backend=be,
+                                     rel_err=err))
                 except backends.BackendUnavailable:
                     pass
     return rows
@@ -102,7 +103,8 @@ def main(argv=None) -> int:
                 eff_flops = flops * (kw["chunk"] / L if kw["chunk"] and kw["chunk"] < L else 1)
                 timing.append(dict(B=B, L=L, preset=name, backend=be, auto=be == auto, ms=ms, peak_mib=peak,
                                    tflops=eff_flops / ms / 1e9 if ms == ms else float("nan"), note=note))
-                print(f"B={B} L={L:6d} {name:10s} {be:10s} {ms:9.3f} ms  {peak:9.0f} MiB {'(auto)' if be == auto else ''} {note}", flush=True)
+                print(f"B={B} L={L:6d} {name:10s} {be:10s} {ms:9.3f} ms  {peak:9.0f} MiB "
+                      f"{'(auto)' if be == auto else ''} {note}", flush=True)
     base = {(r["B"], r["L"]): r["ms"] for r in timing if r["preset"] == "vanilla" and r["backend"] == "sdpa"}
     for r in timing:
         r["x_vanilla_sdpa"] = r["ms"] / base[(r["B"], r["L"])] if (r["B"], r["L"]) in base else float("nan")
@@ -111,13 +113,17 @@ def main(argv=None) -> int:
         errs += errors(device, torch.float32, H=H, L=1024)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     env = environment()
-    (out / "attention.json").write_text(json.dumps(dict(command=command, env=env, timing=timing, errors=errs), indent=2))
+    record = dict(command=command, env=env, timing=timing, errors=errs)
+    (out / "attention.json").write_text(json.dumps(record, indent=2))
     lines = [f"Command: `{command}`", "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
-             f"fwd+bwd, H={H}, d={d}, {str(dtype).replace('torch.', '')}, median of {reps}; (auto) marks the backend `auto` picks.", "",
-             "| B x L | preset | backend | ms | TFLOP/s | peak MiB | x vanilla (SDPA) |", "|---|---|---|---|---|---|---|"]
+             f"fwd+bwd, H={H}, d={d}, {str(dtype).replace('torch.', '')}, median of {reps}; "
+             "(auto) marks the backend `auto` picks.", "",
+             "| B x L | preset | backend | ms | TFLOP/s | peak MiB | x vanilla (SDPA) |",
+             "|---|---|---|---|---|---|---|"]
     for r in timing:
-        lines.append(f"| {r['B']} x {r['L']} | {r['preset']} | {r['backend']}{' (auto)' if r['auto'] else ''} | {r['ms']:.3f} | "
-                     f"{r['tflops']:.0f} | {r['peak_mib']:.0f} | {r['x_vanilla_sdpa']:.2f} | {r['note']}".rstrip(" |") + " |")
+        lines.append(f"| {r['B']} x {r['L']} | {r['preset']} | {r['backend']}{' (auto)' if r['auto'] else ''} | "
+                     f"{r['ms']:.3f} | {r['tflops']:.0f} | {r['peak_mib']:.0f} | {r['x_vanilla_sdpa']:.2f} | "
+                     f"{r['note']}".rstrip(" |") + " |")
     lines += ["", f"Max relative error vs the fp32 reference (B=2, one sample 25% padded, H={H}, d={d}):", "",
               "| preset | causal | dtype | backend | rel err |", "|---|---|---|---|---|"]
     lines += [f"| {e['preset']} | {e['causal']} | {e['dtype']} | {e['backend']} | {e['rel_err']:.2e} |" for e in errs]

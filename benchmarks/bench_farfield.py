@@ -64,7 +64,8 @@ def errors(device, dtype, H, d, L, deltas, causal):
     for delta in deltas:
         bound = farfield_error_bound(delta, v) / ref.abs().max().item()
         formula = farfield_reference(q, k, v, decay=a, delta=delta, causal=causal)
-        rows.append(dict(method="farfield_reference", dtype="float32", delta=delta, rel_err=rel(formula, ref), rel_bound=bound))
+        rows.append(dict(method="farfield_reference", dtype="float32", delta=delta, rel_err=rel(formula, ref),
+                         rel_bound=bound))
         for dt in dict.fromkeys([dtype, torch.float32]):
             with torch.no_grad():
                 out = farfield_attention(q.to(dt), k.to(dt), v.to(dt), decay=a, delta=delta, causal=causal)
@@ -97,10 +98,12 @@ def main(argv=None) -> int:
     for B, L in shapes:
         g = torch.Generator(device="cpu").manual_seed(0)
         q, k, v = (torch.randn(B, H, L, d, generator=g).to(device, dtype).requires_grad_(backward) for _ in range(3))
-        methods = [("exact flex", None, lambda x, y, z: attention(x, y, z, decay=a, causal=args.causal, backend="flex"))]
+        methods = [("exact flex", None,
+                    lambda x, y, z: attention(x, y, z, decay=a, causal=args.causal, backend="flex"))]
         for delta in deltas:
             methods.append((f"farfield d={delta:g}", delta,
-                            lambda x, y, z, dl=delta: farfield_attention(x, y, z, decay=a, delta=dl, causal=args.causal)))
+                            lambda x, y, z, dl=delta: farfield_attention(x, y, z, decay=a, delta=dl,
+                                                                         causal=args.causal)))
         for name, delta, fn in methods:
             stats = {}
             if delta is not None:
@@ -138,8 +141,8 @@ def main(argv=None) -> int:
     lines += ["", f"Max relative error (max|o - ref| / max|ref|) vs the fp32 exact reference, B=1, L={err_L}; "
               "rel bound = farfield_error_bound / max|ref| (a-priori, worst case):", "",
               "| method | dtype | delta | rel err | rel bound |", "|---|---|---|---|---|"]
-    lines += [f"| {e['method']} | {e['dtype']} | {'' if e['delta'] is None else format(e['delta'], 'g')} | {e['rel_err']:.2e} | "
-              f"{e['rel_bound']:.2e} |" for e in errs]
+    lines += [f"| {e['method']} | {e['dtype']} | {'' if e['delta'] is None else format(e['delta'], 'g')} | "
+              f"{e['rel_err']:.2e} | {e['rel_bound']:.2e} |" for e in errs]
     (out / "farfield.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -57,13 +57,15 @@ def _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval) -> dict:
     keep = ("params", "steps", "step_ms_median", "tokens_per_s", "padded_tokens_per_s", "pad_fraction", "compiles",
             "compiles_after_warmup", "peak_mem_mib", "kernel", "warmup_seconds", "train_seconds", "best_val_acc",
             "test_acc", "device", "precision", "cuda_graphs")
-    return {"layer": layer, "mode": mode, "graphed_eval": graphed_eval, "build_seconds": round(build_s, 1), "fit_wall_seconds": round(wall, 1),
+    return {"layer": layer, "mode": mode, "graphed_eval": graphed_eval, "build_seconds": round(build_s, 1),
+            "fit_wall_seconds": round(wall, 1),
             **{k: summary.get(k) for k in keep}}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", nargs="*", default=["vanilla", "las", "local", "smooth", "las_chunk", "s4d", "long_conv"])
+    p.add_argument("--layers", nargs="*",
+                   default=["vanilla", "las", "local", "smooth", "las_chunk", "s4d", "long_conv"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--epoch", nargs="*", default=[], help="layers to also time for one full epoch")
     p.add_argument("--eager", nargs="*", default=["vanilla"],
@@ -107,7 +109,8 @@ def main() -> int:
         step = f"{graphs.get('captured')} CUDA graphs" if graphs.get("enabled") else "eager"
         step += ", unfused block" if r["mode"] == "unfused" else ""
         lines.append(f"| {r['layer']} | {step} | {r['step_ms_median']:.1f} | {ratio} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['padded_tokens_per_s']:,.0f} | {100 * r['pad_fraction']:.1f}% | {r['compiles_after_warmup']} | "
+                     f"{r['padded_tokens_per_s']:,.0f} | {100 * r['pad_fraction']:.1f}% | "
+                     f"{r['compiles_after_warmup']} | "
                      f"{r['warmup_seconds']:.0f} | {r['peak_mem_mib'] or 0:,.0f} | {kern.get('training')} / "
                      f"{kern.get('inference')} |")
     for r in rows:
@@ -115,7 +118,8 @@ def main() -> int:
             lines.append(f"\nOne epoch of {r['layer']} ({r['steps']} steps, validation and test included, "
                          f"{'graphed' if r.get('graphed_eval') else 'eager'} evaluation): "
                          f"{r['fit_wall_seconds']:.0f} s wall ({r['train_seconds']:.0f} s training, "
-                         f"{r['warmup_seconds']:.0f} s warm-up), val acc {r['best_val_acc']}, test acc {r['test_acc']}.")
+                         f"{r['warmup_seconds']:.0f} s warm-up), val acc {r['best_val_acc']}, "
+                         f"test acc {r['test_acc']}.")
     env = environment()
     cmd = "python " + " ".join(sys.argv)
     (out / "train_speed.md").write_text(f"Command: `{cmd}`\n\nEnvironment: {env}\n\n" + "\n".join(lines) + "\n")

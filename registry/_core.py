@@ -315,9 +315,10 @@ def make_config(name_or_cfg: Any, **overrides: Any) -> tuple[Entry, Any]:
         try:
             cfg = OmegaConf.merge(cfg, source)
         except OmegaConfBaseException as exc:
+            bad_key = getattr(exc, "key", None) if isinstance(exc, ConfigKeyError) else None
             raise ConfigError(
                 f"invalid config for layer {name!r}: {_first_line(exc)}."
-                f"{_valid_keys_hint(entry.config_class, getattr(exc, 'key', None) if isinstance(exc, ConfigKeyError) else None)}"
+                f"{_valid_keys_hint(entry.config_class, bad_key)}"
             ) from None
     try:
         obj = OmegaConf.to_object(cfg)

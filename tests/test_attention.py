@@ -22,7 +22,8 @@ ALPHA = torch.tensor([0.0, 0.05, 0.2, 0.7])
 
 def qkv(dtype=torch.float32, device="cpu", length=L, requires_grad=False):
     g = torch.Generator().manual_seed(3)
-    return [torch.randn(B, H, length, d, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad) for _ in range(3)]
+    return [torch.randn(B, H, length, d, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+            for _ in range(3)]
 
 
 def padding(device="cpu", length=L):
@@ -126,7 +127,8 @@ def test_padded_equals_truncated_and_chunks_are_independent():
     pad = torch.zeros(B, L, dtype=torch.bool)
     pad[:, 30:] = True
     full = attention_reference(q, k, v, decay=ALPHA.double(), pool=3, key_padding_mask=pad, count_include_pad=False)
-    short = attention_reference(q[:, :, :30], k[:, :, :30], v[:, :, :30], decay=ALPHA.double(), pool=3, count_include_pad=False)
+    short = attention_reference(q[:, :, :30], k[:, :, :30], v[:, :, :30], decay=ALPHA.double(), pool=3,
+                                count_include_pad=False)
     assert rel_err(full[:, :, :30], short) < 1e-12 and (full[:, :, 30:] == 0).all()
     chunked = attention_reference(q, k, v, decay=ALPHA.double(), pool=3, chunk=10, causal=True)
     for c in range(0, L, 10):
@@ -175,8 +177,9 @@ def test_sdpa_matches_reference_cpu(case, dtype):
 
 
 @pytest.mark.parametrize("case", [c for c in cases_for("flex") if c[2] is None or c[0]], ids=str)
+# bf16: a compile per case here; covered on the GPU by every backend test
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.slow)],
-                         ids=["fp32", "bf16"])  # bf16: a compile per case here; covered on the GPU by every backend test
+                         ids=["fp32", "bf16"])
 def test_flex_matches_reference_cpu(case, dtype):
     """Compiled FlexAttention on CPU (forward only: it has no CPU backward)."""
     with torch.no_grad():

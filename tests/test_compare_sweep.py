@@ -50,7 +50,8 @@ def test_a_sweep_grid_end_to_end_keeps_every_run_and_shows_the_picked_lr(tmp_pat
                             "vanilla-lr1e-4-d_model16-seed0", "vanilla-lr1e-4-d_model32-seed0"]
     assert all(s["status"] == "complete" for s in runs.values())
     cfgs = {n: (folder / "runs" / n / "config.yaml").read_text() for n in runs}
-    assert "lr: 0.03" in cfgs["vanilla-lr0.03-d_model16-seed0"] and "d_model: 32" in cfgs["vanilla-lr1e-4-d_model32-seed0"]
+    assert "lr: 0.03" in cfgs["vanilla-lr0.03-d_model16-seed0"]
+    assert "d_model: 32" in cfgs["vanilla-lr1e-4-d_model32-seed0"]
     results = json.loads((folder / "results.json").read_text())
     assert len(results["all_runs"]) == 4 and len(results["layers"]) == 2  # every run kept; one row per d_model
     for d in (16, 32):
@@ -129,7 +130,8 @@ def test_the_printed_report_keeps_the_header_and_the_plots_their_titles(tmp_path
     cfg.budget.steps = 10
     report.write_report(tmp_path, runs, cfg, "grid", wall_seconds=1.0, executor="local")
     out = capsys.readouterr().out
-    assert out.startswith("# grid\n\nTask `listops` (experiment `x`), budget 10 steps, seeds [0], threads 1, device cpu")
+    assert out.startswith("# grid\n\nTask `listops` (experiment `x`), budget 10 steps, seeds [0], threads 1, "
+                          "device cpu")
     assert (tmp_path / "table.md").read_text().startswith(out.split("\n\n| layer")[0][:60])
     assert titles == ["listops, 10 steps", "listops, 10 steps"]
 
@@ -165,11 +167,13 @@ def test_sweep_axes_nest_or_dot_and_multiply_the_plan(tmp_path):
     from zoo.train.compare import load_comparison, plan
 
     grid = comparison(tmp_path, layers="[s4d, vanilla]", seeds="[0, 1]")
-    for sweep in ("{optim: {lr: [1e-3, 3e-3]}, train.batch_size: [8]}", "{optim.lr: [1e-3, 3e-3], train: {batch_size: [8]}}"):
+    for sweep in ("{optim: {lr: [1e-3, 3e-3]}, train.batch_size: [8]}",
+                  "{optim.lr: [1e-3, 3e-3], train: {batch_size: [8]}}"):
         cfg, _ = load_comparison(str(grid), [f"sweep={sweep}"])
         runs = plan(cfg)
         assert len(runs) == 2 * 2 * 1 * 2
-        assert runs[0].run_name == "s4d-lr1e-3-batch_size8-seed0" and runs[-1].run_name == "vanilla-lr3e-3-batch_size8-seed1"
+        assert runs[0].run_name == "s4d-lr1e-3-batch_size8-seed0"
+        assert runs[-1].run_name == "vanilla-lr3e-3-batch_size8-seed1"
         assert "optim.lr=0.003" in runs[-1].overrides and "train.batch_size=8" in runs[-1].overrides
 
 

@@ -132,7 +132,8 @@ def check_batch_independence(name):
     x = torch.randn(4, L, D)
     y = layer(x)
     for b in range(4):
-        expect(rel_err(y[b : b + 1], layer(x[b : b + 1])) < 1e-5, name, f"sample {b} depends on the others in its batch")
+        expect(rel_err(y[b : b + 1], layer(x[b : b + 1])) < 1e-5, name,
+               f"sample {b} depends on the others in its batch")
 
 
 def check_bad_input_is_rejected_clearly(name):
@@ -142,7 +143,8 @@ def check_bad_input_is_rejected_clearly(name):
         (ValueError, "d_model", lambda: layer(torch.randn(2, L, D + 1))),
         (TypeError, "floating point", lambda: layer(torch.randint(0, 5, (2, L, D)))),
         (TypeError, "bool", lambda: layer(torch.randn(2, L, D), key_padding_mask=torch.zeros(2, L))),
-        (ValueError, r"\(B, L\)", lambda: layer(torch.randn(2, L, D), key_padding_mask=torch.zeros(2, L + 1, dtype=torch.bool))),
+        (ValueError, r"\(B, L\)",
+         lambda: layer(torch.randn(2, L, D), key_padding_mask=torch.zeros(2, L + 1, dtype=torch.bool))),
     ):
         with pytest.raises(exc, match=match):
             call()
@@ -154,7 +156,8 @@ def check_capabilities_declared(name):
     for attr in ("supports_causal", "supports_padding_mask", "needs_max_len", "needs_positions"):
         expect(isinstance(getattr(cls, attr), bool), name, f"{attr} must be a bool class attribute")
     groups = make(name).param_groups()
-    expect(groups is None or all("params" in g for g in groups), name, "param_groups() must return None or dicts with 'params'")
+    expect(groups is None or all("params" in g for g in groups), name,
+           "param_groups() must return None or dicts with 'params'")
 
 
 CHECKS = (check_shape_dtype_finite, check_bf16_matches_fp32, check_backward, check_padding, check_empty_batch,
@@ -171,7 +174,8 @@ def test_shape_dtype_finite(name, dtype):
     check_shape_dtype_finite(name, dtype)
 
 
-@pytest.mark.parametrize("check", [c for c in CHECKS if c is not check_shape_dtype_finite], ids=lambda c: c.__name__[6:])
+@pytest.mark.parametrize("check", [c for c in CHECKS if c is not check_shape_dtype_finite],
+                         ids=lambda c: c.__name__[6:])
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name, check):
     if check is check_padding and not registry.get(name).cls.supports_padding_mask:
@@ -248,7 +252,9 @@ def test_readme_plugin_example_follows_the_contract(as_plugin, monkeypatch):
     """The README's plugin example, as written there, passes every conformance check."""
     example = (PLUGINS / "readme" / "my_pkg_mixer.py").read_text()
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert f"```python\n{example}```" in readme, "README's plugin example drifted from tests/plugins/readme/my_pkg_mixer.py"
+    assert f"```python\n{example}```" in readme, (
+        "README's plugin example drifted from tests/plugins/readme/my_pkg_mixer.py"
+    )
     monkeypatch.syspath_prepend(str(PLUGINS / "readme"))
     as_plugin("my_mixer", "my_pkg_mixer:MyMixer")
     for check in CHECKS:

@@ -137,7 +137,8 @@ def test_text_loader_holds_out_validation(imdb_root, tmp_path):
     train, val, test = (data.dataset(s) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (18, 2, 3)
     decoded = lambda ds: {bytes((ds[i][0][: int(ds.lengths[i])] - 1).tolist()) for i in range(len(ds))}  # noqa: E731
-    all_train = {f"great film {i} caf\u00e9".encode() for i in range(10)} | {f"bad film {i}".encode() for i in range(10)}
+    all_train = ({f"great film {i} caf\u00e9".encode() for i in range(10)}
+                 | {f"bad film {i}".encode() for i in range(10)})
     tr, va = decoded(train), decoded(val)
     assert tr | va == all_train and not tr & va  # val is held out of train, nothing lost
     assert decoded(test) == {b"loved it <br /> really", b"hated it", b"meh"}
@@ -146,7 +147,8 @@ def test_text_loader_holds_out_validation(imdb_root, tmp_path):
     labels = {bytes((train[i][0][: int(train.lengths[i])] - 1).tolist()): train[i][1] for i in range(len(train))}
     assert all(v == (1 if k.startswith(b"great") else 0) for k, v in labels.items())
     cafe = [train[i][0] for i in range(len(train)) if bytes((train[i][0][:5] - 1).tolist()) == b"great"][0]
-    assert (cafe[cafe != 0] - 1).to(torch.uint8).numpy().tobytes().decode("utf-8").endswith("caf\u00e9")  # bytes, not chars
+    # bytes, not chars
+    assert (cafe[cafe != 0] - 1).to(torch.uint8).numpy().tobytes().decode("utf-8").endswith("caf\u00e9")
     p = data.manifest["build"]["protocol"]
     assert p["val_from"] == "train" and p["val_fraction"] == 0.1 and p["seed"] == 0 and p["max_len"] == 4000
     other = _prep("text", imdb_root, tmp_path, options=["seed=1"])
@@ -209,7 +211,8 @@ def test_retrieval_max_chars_counts_characters(aan_root, tmp_path):
         warnings.simplefilter("ignore", DataWarning)
         data = _prep("retrieval", aan_root, tmp_path, options=["max_chars=4", "max_len=6"])
     train = data.dataset("train")
-    assert int(train.lengths[1][0]) == 6 and _doc(train[1][0], 6) == "\u00e9\u00e9\u00e9".encode()  # 4 chars = 8 bytes -> 6
+    # 4 chars = 8 bytes -> 6
+    assert int(train.lengths[1][0]) == 6 and _doc(train[1][0], 6) == "\u00e9\u00e9\u00e9".encode()
     assert _doc(train[0][0], int(train.lengths[0][0])) == b"He s"
 
 

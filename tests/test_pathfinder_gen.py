@@ -415,7 +415,8 @@ def test_parameters():
             p32.continuity, p32.paddle_margins, p32.antialias_scale, p32.padding) == (2, 0.5, 1.5, 7, 1.0, (1,), 2, 1)
     assert (p32.target_contrast, p32.distractor_contrast) == (1.5, 2.0)
     assert (p128.paddle_length, p128.paddle_thickness, p128.marker_radius, p128.seed_distance,
-            p128.continuity, p128.paddle_margins, p128.antialias_scale, p128.padding) == (5, 1.5, 3.0, 20, 1.8, (2, 3), 2, 1)
+            p128.continuity, p128.paddle_margins, p128.antialias_scale, p128.padding) == (
+                5, 1.5, 3.0, 20, 1.8, (2, 3), 2, 1)
     assert (p128.target_contrast, p128.distractor_contrast) == (0.9, 0.9)
     for p in (p32, p128):
         assert (p.max_paddle_retrial, p.max_distractor_retrial, p.min_free_fraction) == (2, 4, 0.01)

@@ -148,7 +148,8 @@ def test_two_processes_cannot_share_a_run_folder(tmp_path, capsys):
     run = tmp_path / "runs" / "tiny-s4d"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from zoo.train.runs import RunLock; "
                                f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(120)"],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         assert holder.stdout.readline().strip() == "held"
         capsys.readouterr()
@@ -214,7 +215,8 @@ def test_bad_tensors_are_clear_errors():
     layer = registry.build("las", d_model=16, n_heads=2)
     with pytest.raises(ValueError, match="length L=0"):
         layer(torch.zeros(1, 0, 16))
-    with pytest.raises(TypeError, match=r"input dtype torch.float64 differs from the layer's parameters \(torch.float32\)"):
+    with pytest.raises(TypeError,
+                       match=r"input dtype torch.float64 differs from the layer's parameters \(torch.float32\)"):
         layer(torch.zeros(1, 4, 16, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast the dtypes may differ
         layer(torch.zeros(1, 4, 16))

@@ -281,7 +281,8 @@ def test_registry_builds_from_yaml_and_rejects_bad_values():
 
 def test_benchmark_quick_runs_on_cpu(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_ssm.py"), "--out", str(tmp_path), "--quick", "--device", "cpu"],
+        [sys.executable, str(ROOT / "benchmarks" / "bench_ssm.py"), "--out", str(tmp_path), "--quick",
+         "--device", "cpu"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -62,9 +62,11 @@ def test_coupled_values_are_checked_together_and_a_bad_pair_is_one_line(tmp_path
     # 20 pairs need L >= 80: fine at L=128, impossible at the base L=64 (so the keys are loaded together)
     cfg, _ = load_comparison(str(grid), ['sweep={"task.options.[seq_len,num_kv_pairs]": [[128, 20], [64, 4]]}'])
     runs = plan(cfg)
-    assert [r.run_name for r in runs] == ["vanilla-seq_len128-num_kv_pairs20-seed0", "vanilla-seq_len64-num_kv_pairs4-seed0"]
+    assert [r.run_name for r in runs] == ["vanilla-seq_len128-num_kv_pairs20-seed0",
+                                          "vanilla-seq_len64-num_kv_pairs4-seed0"]
     assert "task.options.seq_len=128" in runs[0].overrides and "task.options.num_kv_pairs=20" in runs[0].overrides
-    code = run_cli(["compare", grid, 'sweep={"task.options.[seq_len,num_kv_pairs]": [[64, 20]]}', "--out", tmp_path / "o"])
+    code = run_cli(["compare", grid, 'sweep={"task.options.[seq_len,num_kv_pairs]": [[64, 20]]}',
+                    "--out", tmp_path / "o"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "sweep.task.options.[seq_len,num_kv_pairs]=[64, 20]: " in err, err
     assert not (tmp_path / "o").exists()
@@ -162,7 +164,8 @@ def test_mad_table_numbers_are_the_inputs_and_the_mean_is_their_mean(tmp_path):
     for layer, vals in accs.items():
         for task, acc in zip(tasks, vals):
             rows.append(_row(layer, acc, acc, **{"task.name": task, "optim.weight_decay": 0.1}))
-            rows.append(_row(layer, acc - 0.2, acc - 0.3, **{"task.name": task, "optim.weight_decay": 0.0}))  # worse val
+            # worse val
+            rows.append(_row(layer, acc - 0.2, acc - 0.3, **{"task.name": task, "optim.weight_decay": 0.0}))
     rows.append(_row("hyena", 0.5, 0.5, **{"task.name": "memorization", "optim.weight_decay": 0.0}))
     files, text = figures.draw_mad_table(tmp_path, rows, "5 tasks, 300 steps")
     assert [f.name for f in files] == ["mad.md", "mad.png"] and all(f.stat().st_size > 0 for f in files)

@@ -118,7 +118,8 @@ def test_loss_decreases_on_easy_task(tmp_path):
     assert saved["status"] == "complete" and saved["tokens_per_s"] > 0 and 0 <= saved["pad_fraction"] < 1
     # the first able backend for plain attention (head_dim 2 here: too small for xformers); on CUDA the
     # captured training step runs FlexAttention (its padding needs no host sync)
-    expected = {"training": "flex", "inference": "sdpa"} if torch.cuda.is_available() else {"training": "sdpa", "inference": "sdpa"}
+    on_gpu = torch.cuda.is_available()
+    expected = {"training": "flex", "inference": "sdpa"} if on_gpu else {"training": "sdpa", "inference": "sdpa"}
     assert saved["kernel"] == expected
 
 

@@ -28,8 +28,8 @@ import registry
 from zoo.config import resolve_layer
 from zoo.measure import environment, peak_mib, timings_ms
 
-__all__ = ["BASELINE", "Row", "compare_runs", "default_layers", "format_markdown", "fwd_bwd_step", "format_table", "load_run",
-           "measure", "plot", "save", "save_benchmark_run"]
+__all__ = ["BASELINE", "Row", "compare_runs", "default_layers", "format_markdown", "fwd_bwd_step", "format_table",
+           "load_run", "measure", "plot", "save", "save_benchmark_run"]
 
 #: the materialised LaS operator: every L x L matrix built (the definition, and the cost to beat)
 BASELINE = ("las[materialised]", "las", ["backend=reference"])
@@ -154,7 +154,8 @@ def format_table(rows: Sequence[Row], header=HEADER, body=None) -> str:
     right = {i for i, h in enumerate(header) if h not in ("layer", "kernel", "note")}
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(b) for b in body)])
 
@@ -233,7 +234,8 @@ def _benchmark_json(rows: Sequence[Row], command: str, options: dict) -> dict:
         })
     return {"machine_info": {**environment(), "node": __import__("platform").node()},
             "commit_info": get_commit_info(), "benchmarks": benchmarks, "failed": failed, "command": command,
-            "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": pytest_benchmark.__version__}
+            "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "version": pytest_benchmark.__version__}
 
 
 def save_benchmark_run(rows: Sequence[Row], storage: Path, name: str, command: str, options: dict) -> Path:
@@ -285,7 +287,8 @@ def compare_runs(old: dict, new: dict, threshold_pct: float = 10.0) -> tuple[tup
         limit = max(threshold_pct, noise)
         verdict = "REGRESSION" if change > limit else ("faster" if change < -limit else "same (within noise)")
         regressions += verdict == "REGRESSION"
-        out.append((key[0], str(key[1]), f"{ma * 1e3:.2f}", f"{mb * 1e3:.2f}", f"{mb / ma:.2f}", f"{noise:.0f}%", verdict))
+        out.append((key[0], str(key[1]), f"{ma * 1e3:.2f}", f"{mb * 1e3:.2f}", f"{mb / ma:.2f}", f"{noise:.0f}%",
+                    verdict))
     return header, out, regressions
 
 

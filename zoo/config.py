@@ -127,7 +127,8 @@ def load_yaml(path) -> DictConfig:
     import yaml  # omegaconf's own parser (a safe loader)
 
     try:
-        cfg = OmegaConf.create(Path(str(path)).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text())
+        text = Path(str(path)).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text()
+        cfg = OmegaConf.create(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -188,7 +189,9 @@ def layer_fields(layer: Any) -> dict:
         entry, cfg = registry.make_config(layer)
         d = {"name": entry.name, **dataclasses.asdict(cfg)}
     else:
-        raise TypeError(f"a layer is a registry name, a YAML path or a mapping with `name:`, got {type(layer).__name__}")
+        raise TypeError(
+            f"a layer is a registry name, a YAML path or a mapping with `name:`, got {type(layer).__name__}"
+        )
     if not isinstance(d, dict) or "name" not in d:
         raise registry.ConfigError(f"layer config {d!r} has no `name:` key; add e.g. `name: las`")
     return d

@@ -1,5 +1,5 @@
-"""Long Range Arena and synthetic (MQAR, MAD) data: the task registry, loaders for the official files, tokenisers, the cache,
-and offline generators.
+"""Long Range Arena and synthetic (MQAR, MAD) data: the task registry, loaders for the official files, tokenisers,
+the cache, and offline generators.
 
     from zoo.data import prepare
     data = prepare("listops", "~/lra")          # locate, build or reuse the cache

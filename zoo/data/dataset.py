@@ -104,7 +104,8 @@ class ArrayDataset(Dataset):
 
     def __repr__(self) -> str:
         extra = "" if self.has_padding else f", pixels={self.pixels!r}"
-        return f"{type(self).__name__}(task={self.task!r}, split={self.split!r}, n={len(self)}, max_len={self.max_len}{extra})"
+        return (f"{type(self).__name__}(task={self.task!r}, split={self.split!r}, n={len(self)}, "
+                f"max_len={self.max_len}{extra})")
 
 
 def _validate_labels(ds: ArrayDataset) -> None:

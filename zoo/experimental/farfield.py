@@ -83,8 +83,8 @@ def farfield_band(
 ) -> tuple[Tensor, Tensor]:
     """Per-head band half-width ``W`` ((H,) int64, in [0, L]) and logit bound ``M`` ((H,) fp64).
 
-    ``M_h = |scale| * max ||q_i|| * max ||k_j||`` (norms in fp32, times 1 + 1e-5) over non-padded positions (``valid`` (B, L) bool,
-    True = real token, or None). ``W_h = ceil(ln(M_h / delta) / alpha_h)`` clamped to [0, L];
+    ``M_h = |scale| * max ||q_i|| * max ||k_j||`` (norms in fp32, times 1 + 1e-5) over non-padded positions
+    (``valid`` (B, L) bool, True = real token, or None). ``W_h = ceil(ln(M_h / delta) / alpha_h)`` clamped to [0, L];
     ``W_h = L`` (no far field) when ``alpha_h = 0``. Computed on the device, no host sync.
     """
     L = q.shape[-2]

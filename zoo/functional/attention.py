@@ -164,7 +164,8 @@ def attention(
     out = _run_first_able(call, backend, q, k, v, decay=decay if call.has_decay else None, causal=causal,
                           key_padding_mask=pad_mask, scale=scale)
     if pad_mask is not None:
-        out = torch.where(row_ok(pad_mask, causal)[:, None, :, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+        zero = torch.zeros((), dtype=out.dtype, device=out.device)
+        out = torch.where(row_ok(pad_mask, causal)[:, None, :, None], out, zero)
     if chunked:
         out = out.reshape(B, nb, H, Lc, d).transpose(1, 2).reshape(B, H, nb * Lc, d)[:, :, :L]  # (B, H, L, d)
     return out

@@ -72,7 +72,9 @@ def validate_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         if not t.is_floating_point():
             raise TypeError(f"attention: {name} must be floating point, got {t.dtype}")
     if q.shape[2] == 0:
-        raise ValueError(f"attention: q has length L=0 (shape {tuple(q.shape)}); a sequence needs at least one position")
+        raise ValueError(
+            f"attention: q has length L=0 (shape {tuple(q.shape)}); a sequence needs at least one position"
+        )
     if q.shape != k.shape or k.shape[:3] != v.shape[:3]:
         raise ValueError(
             f"attention: q, k, v must agree in (B, H, L) and q, k in d: got q {tuple(q.shape)}, "

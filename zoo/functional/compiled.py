@@ -28,7 +28,8 @@ def dynamo_guard_options() -> dict:
     """Raise the recompile limit and fail (not fall back silently) past it, where torch has the knobs."""
     import torch._dynamo.config as cfg
 
-    wanted = {"recompile_limit": RECOMPILE_LIMIT, "cache_size_limit": RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+    wanted = {"recompile_limit": RECOMPILE_LIMIT, "cache_size_limit": RECOMPILE_LIMIT,
+              "fail_on_recompile_limit_hit": True}
     opts = {k: v for k, v in wanted.items() if hasattr(cfg, k)}
     if "recompile_limit" in opts:
         opts.pop("cache_size_limit", None)

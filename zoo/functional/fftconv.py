@@ -87,7 +87,9 @@ def _validate_conv_args(u: Tensor, k: Tensor, causal: bool, who: str) -> None:
             if causal
             else "causal=False takes (2, H, L): forward kernel k[0] and backward kernel k[1]"
         )
-        raise ValueError(f"{who}: k must have shape {want} for u of shape {tuple(u.shape)}, got {tuple(k.shape)}; {hint}")
+        raise ValueError(
+            f"{who}: k must have shape {want} for u of shape {tuple(u.shape)}, got {tuple(k.shape)}; {hint}"
+        )
     if u.device != k.device:
         raise ValueError(f"{who}: u is on {u.device}, k on {k.device}; move them to one device")
 
@@ -208,7 +210,8 @@ _compiled_cross_spectrum = CudaCompiled(_cross_spectrum_real, "FFT-convolution k
 
 def _cross_spectrum(g_f: Tensor, u_f: Tensor) -> Tensor:
     """``sum_b g_f[b] * conj(u_f[b])``: ``(B, H, m)`` complex spectra -> ``(H, m)``."""
-    return torch.view_as_complex(_compiled_cross_spectrum(torch.view_as_real(g_f), torch.view_as_real(u_f)).contiguous())
+    cross = _compiled_cross_spectrum(torch.view_as_real(g_f), torch.view_as_real(u_f))  # (H, m, 2)
+    return torch.view_as_complex(cross.contiguous())
 
 
 # --------------------------------------------------------------------------- reference

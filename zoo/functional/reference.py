@@ -126,7 +126,8 @@ def attention_reference(
 
     if pool > 1:
         left, right = pool_window(pool, causal)
-        member = ((pos[None, :] >= pos[:, None] - left) & (pos[None, :] <= pos[:, None] + right)).to(ct)  # (Lj, Lt): t in W(j)
+        # (Lj, Lt): t in W(j)
+        member = ((pos[None, :] >= pos[:, None] - left) & (pos[None, :] <= pos[:, None] + right)).to(ct)
         summed = torch.einsum("bhit,jt->bhij", a, member)  # (B, H, Lq, Lj)
         if count_include_pad:
             n = torch.full((1, 1, 1, L), float(pool), dtype=ct, device=q.device)

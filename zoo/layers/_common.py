@@ -26,7 +26,8 @@ class ConvBlock(SequenceMixer):
 
         y = GLU(Linear(dropout(act(k * u + D u))))
 
-    The config needs ``d_model``, ``causal``, ``activation`` and ``dropout``. Subclasses provide ``kernel(L)`` (a method or a submodule; ``(K, H, L)`` float32, K = 1 causal or 2 bidirectional) and
+    The config needs ``d_model``, ``causal``, ``activation`` and ``dropout``. Subclasses provide ``kernel(L)``
+    (a method or a submodule; ``(K, H, L)`` float32, K = 1 causal or 2 bidirectional) and
     ``reference_kernel(L)`` (the same kernel by its definition).
     """
 

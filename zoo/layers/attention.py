@@ -40,7 +40,8 @@ class AttentionConfig(MixerConfig):
     chunk_size: int = config_field(0, "attend only within chunks of this many positions (0 = global)")
     qkv_bias: bool = config_field(True, "bias in the q/k/v projection")
     dropout: float = config_field(0.0, "dropout on the output projection")
-    backend: str = config_field("auto", "attention kernel: auto | " + " | ".join(["xformers", "sdpa", "flex", "reference"]))
+    backend: str = config_field("auto",
+                                "attention kernel: auto | " + " | ".join(["xformers", "sdpa", "flex", "reference"]))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,7 +65,9 @@ def _validate_decay(cfg: AttentionConfig) -> None:
     if not 0 < cfg.alpha_max < 1:
         raise ValueError(f"alpha_max must lie in (0, 1) (the paper's bound B), got {cfg.alpha_max}; e.g. alpha_max=0.5")
     if not 0 < cfg.alpha_min <= cfg.alpha_max:
-        raise ValueError(f"alpha_min must lie in (0, alpha_max={cfg.alpha_max}], got {cfg.alpha_min}; e.g. alpha_min=0.01")
+        raise ValueError(
+            f"alpha_min must lie in (0, alpha_max={cfg.alpha_max}], got {cfg.alpha_min}; e.g. alpha_min=0.01"
+        )
 
 
 def _validate_heads(d_model: int, n_heads: int) -> None:
@@ -169,7 +172,8 @@ class MultiHeadAttention(SequenceMixer):
         ``las``): it still runs, so it is a one-line warning that names the key, not an error."""
         if config.chunk_size > max_len:
             warnings.warn(
-                f"layer.chunk_size={config.chunk_size} is larger than the sequence length {max_len} (the task's max_len), "
+                f"layer.chunk_size={config.chunk_size} is larger than the sequence length {max_len} "
+                "(the task's max_len), "
                 f"so every sequence is one chunk; set layer.chunk_size to at most {max_len} (0 = global attention)",
                 UserWarning, stacklevel=3)
 

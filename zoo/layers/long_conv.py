@@ -70,7 +70,9 @@ class HyenaConfig(MixerConfig):
     squash_lambda: float = config_field(1e-3, "soft-threshold of the long kernel, sign(k) relu(|k| - lambda) (0 = off)")
     smooth_window: int = config_field(3, "odd average-pooling window along the long kernel's length (1 = off)")
     kernel_dropout: float = config_field(0.0, "dropout on long-kernel entries (training only)")
-    kernel_lr: float = config_field(1e-3, "learning rate of the long kernel (weight decay 0), returned by param_groups()")
+    kernel_lr: float = config_field(
+        1e-3, "learning rate of the long kernel (weight decay 0), returned by param_groups()"
+    )
     dropout: float = config_field(0.0, "dropout before the output projection")
 
     def __post_init__(self) -> None:
@@ -127,7 +129,13 @@ class LongConvKernel(nn.Module):
     """
 
     def __init__(
-        self, channels: int, max_len: int, n_kernels: int, squash_lambda: float, smooth_window: int, kernel_dropout: float
+        self,
+        channels: int,
+        max_len: int,
+        n_kernels: int,
+        squash_lambda: float,
+        smooth_window: int,
+        kernel_dropout: float,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(n_kernels, channels, max_len) / math.sqrt(max_len))  # (K, H, max_len)
@@ -171,7 +179,8 @@ class LongConv(ConvBlock):
         super().__init__(config)
         H = config.d_model
         self.kernel = LongConvKernel(
-            H, config.max_len, 1 if config.causal else 2, config.squash_lambda, config.smooth_window, config.kernel_dropout
+            H, config.max_len, 1 if config.causal else 2, config.squash_lambda, config.smooth_window,
+            config.kernel_dropout,
         )
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -207,7 +216,8 @@ class Hyena(SequenceMixer):
         self.in_proj = nn.Linear(D, 3 * D)
         self.short = nn.Conv1d(3 * D, 3 * D, config.short_filter, groups=3 * D)
         self.kernel = LongConvKernel(
-            D, config.max_len, 1 if config.causal else 2, config.squash_lambda, config.smooth_window, config.kernel_dropout
+            D, config.max_len, 1 if config.causal else 2, config.squash_lambda, config.smooth_window,
+            config.kernel_dropout,
         )
         self.D = nn.Parameter(torch.randn(D))  # (D,)
         self.drop = nn.Dropout(config.dropout)

@@ -48,7 +48,9 @@ class S4DConfig(MixerConfig):
     dt_min: float = config_field(1e-3, "smallest initial step size dt (log dt uniform in [log dt_min, log dt_max])")
     dt_max: float = config_field(1e-1, "largest initial step size dt")
     discretization: str = config_field("zoh", "zoh (zero-order hold) | bilinear")
-    causal: bool = config_field(True, "True: unidirectional (causal) SSM; False: bidirectional (a second, backward kernel)")
+    causal: bool = config_field(
+        True, "True: unidirectional (causal) SSM; False: bidirectional (a second, backward kernel)"
+    )
     activation: str = config_field("gelu", "activation after the SSM: " + " | ".join(ACTIVATIONS))
     dropout: float = config_field(0.0, "dropout after the activation")
     lr: float = config_field(1e-3, "learning rate of A and log dt (weight decay 0), returned by param_groups()")
@@ -94,15 +96,18 @@ class S4D(ConvBlock):
         self.log_dt = nn.Parameter(log_dt_init(H, config.dt_min, config.dt_max))  # (H,)
         self.log_A_real = nn.Parameter(log_A_real)  # (H, N/2)
         self.A_imag = nn.Parameter(A_imag)  # (H, N/2)
-        self.C = nn.Parameter(torch.view_as_real(torch.randn(n_kernels, H, N // 2, dtype=torch.cfloat)))  # (K, H, N/2, 2)
+        C = torch.randn(n_kernels, H, N // 2, dtype=torch.cfloat)  # (K, H, N/2) complex
+        self.C = nn.Parameter(torch.view_as_real(C))  # (K, H, N/2, 2)
 
     def kernel(self, L: int) -> Tensor:
         """The SSM convolution kernels ``(K, H, L)`` in float32 (chunked generation)."""
-        return s4d_kernel(self.log_dt, self.log_A_real, self.A_imag, self.C, L, discretization=self.config.discretization)
+        return s4d_kernel(self.log_dt, self.log_A_real, self.A_imag, self.C, L,
+                          discretization=self.config.discretization)
 
     def reference_kernel(self, L: int) -> Tensor:
         """The same kernels from the materialised Vandermonde tensor (the definition)."""
-        return s4d_kernel_reference(self.log_dt, self.log_A_real, self.A_imag, self.C, L, discretization=self.config.discretization)
+        return s4d_kernel_reference(self.log_dt, self.log_A_real, self.A_imag, self.C, L,
+                                    discretization=self.config.discretization)
 
     # ------------------------------------------------------------------ recurrent mode
 

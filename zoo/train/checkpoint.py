@@ -101,7 +101,8 @@ def load_latest(run_dir: Path, map_location=None) -> tuple[dict, Path] | None:
             why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
             tried.append(f"{path} ({why})")
             os.replace(path, path.with_name(path.name + ".corrupt"))
-            warnings.warn(f"{path} is unreadable ({why}); moved it to {path.name}.corrupt", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{path} is unreadable ({why}); moved it to {path.name}.corrupt", RuntimeWarning,
+                          stacklevel=2)
     if tried:
         raise CheckpointError(f"no usable checkpoint in {run_dir}: {'; '.join(tried)}. The files were moved to "
                               "*.corrupt; delete the run folder (or choose another --out) to start over")

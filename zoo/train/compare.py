@@ -123,7 +123,8 @@ class GridRun:
 
     def dotlist(self) -> list[str]:
         """The overrides as one dotlist, the layer fields right after ``layer=NAME``."""
-        fields = [f"layer.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in self.layer_fields.items()]
+        fields = [f"layer.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                  for k, v in self.layer_fields.items()]
         at = self.overrides.index(f"layer={self.layer}") + 1
         return [*self.overrides[:at], *fields, *self.overrides[at:]]
 
@@ -179,7 +180,9 @@ def _check_overrides(label: str, overrides: list[str]) -> None:
 def _budget(cfg: ComparisonConfig) -> list[str]:
     b = cfg.budget
     if (b.epochs is None) == (b.steps is None):
-        raise ExperimentConfigError("budget: set exactly one of budget.epochs and budget.steps (the same for every run)")
+        raise ExperimentConfigError(
+            "budget: set exactly one of budget.epochs and budget.steps (the same for every run)"
+        )
     if (b.epochs or b.steps) <= 0:
         raise ExperimentConfigError(f"budget: must be positive, got {dataclasses.asdict(b)}")
     return ([f"train.epochs={b.epochs}"] if b.epochs is not None else
@@ -246,7 +249,9 @@ def plan(cfg: ComparisonConfig) -> list[GridRun]:
                     raise ExperimentConfigError(f"{run.run_name}: {exc}") from None
                 runs.append(run)
     if cfg.baseline is not None and cfg.baseline not in labels:
-        raise ExperimentConfigError(f"baseline: {cfg.baseline!r} is not one of the layers ({', '.join(sorted(labels))})")
+        raise ExperimentConfigError(
+            f"baseline: {cfg.baseline!r} is not one of the layers ({', '.join(sorted(labels))})"
+        )
     if cfg.only is not None:
         for label in cfg.only:
             if label not in labels:

@@ -136,7 +136,9 @@ def _check_keys(values: dict, cls: type, prefix: str = "") -> None:
         sub = SECTIONS.get(key) if not prefix else None
         if sub is not None and key not in ("task",):
             if not isinstance(value, dict):
-                raise ExperimentConfigError(f"{key} must be a mapping of {', '.join(f.name for f in dataclasses.fields(sub))}")
+                raise ExperimentConfigError(
+                    f"{key} must be a mapping of {', '.join(f.name for f in dataclasses.fields(sub))}"
+                )
             _check_keys(value, sub, key + ".")
 
 
@@ -299,7 +301,8 @@ def _validate(cfg: DictConfig, name: str) -> Experiment:
         ("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0"),
         ("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0"),
         ("train.precision", t.precision, t.precision in ("auto", "bf16", "fp32"), "auto | bf16 | fp32"),
-        ("train.warmup_compile", t.warmup_compile, t.warmup_compile in ("auto", "true", "false"), "auto | true | false"),
+        ("train.warmup_compile", t.warmup_compile, t.warmup_compile in ("auto", "true", "false"),
+         "auto | true | false"),
         ("train.cuda_graphs", t.cuda_graphs, t.cuda_graphs in ("auto", "true", "false"), "auto | true | false"),
         ("data.on_device", cfg.data.on_device, cfg.data.on_device in ("auto", "true", "false"), "auto | true | false"),
         ("train.tensorboard", t.tensorboard, t.tensorboard in ("auto", "true", "false"), "auto | true | false"),
@@ -335,13 +338,17 @@ def check_device(device: str) -> torch.device:
     except (RuntimeError, ValueError):
         raise ExperimentConfigError(f"train.device={device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda"):
-        raise ExperimentConfigError(f"train.device={device!r}: the trainer runs on cpu or cuda (use auto, cpu, cuda, cuda:N)")
+        raise ExperimentConfigError(
+            f"train.device={device!r}: the trainer runs on cpu or cuda (use auto, cpu, cuda, cuda:N)"
+        )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ExperimentConfigError(f"train.device={device!r} but no CUDA GPU is available here "
                                         "(torch.cuda.is_available() is False): use train.device=auto or cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ExperimentConfigError(f"train.device={device!r} but this machine has {torch.cuda.device_count()} GPU(s)")
+            raise ExperimentConfigError(
+                f"train.device={device!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
     return dev
 
 

@@ -96,7 +96,8 @@ def _recall_table(points: dict, panels: list, title: str) -> str:
     for panel in panels:
         for layer, by_width in points[panel].items():
             cells = [_point_text(by_width.get(w)) for w in widths]
-            lines.append(f"| {panel[0]} | {'-' if panel[1] is None else panel[1]} | {layer} | " + " | ".join(cells) + " |")
+            lines.append(f"| {panel[0]} | {'-' if panel[1] is None else panel[1]} | {layer} | "
+                         + " | ".join(cells) + " |")
     return f"## Accuracy against width ({title})\n\n" + "\n".join(lines) + "\n"
 
 
@@ -109,8 +110,8 @@ def _draw_panel(ax, lines: dict, layers: list[str]) -> None:
             continue
         i = layers.index(layer)
         dodge = 2 ** (0.08 * (i - (len(layers) - 1) / 2)) if len(widths) == 1 else 1.0  # else points would hide
-        ax.plot([w * dodge for w, _ in xs], [100 * r["test_acc_mean"] for _, r in xs], marker=_MARKERS[i % len(_MARKERS)],
-                color=f"C{i % 10}", label=layer)
+        ax.plot([w * dodge for w, _ in xs], [100 * r["test_acc_mean"] for _, r in xs],
+                marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}", label=layer)
     ax.set_xscale("log", base=2)
     if widths:
         ax.set_xticks(widths, [str(w) for w in widths])
@@ -167,7 +168,8 @@ def mad_cells(rows: list[dict]) -> tuple[list[str], dict]:
 
 
 def _mean_acc(by_task: dict, tasks: list[str]):
-    accs = [by_task[t]["test_acc_mean"] for t in tasks if by_task.get(t) and by_task[t].get("test_acc_mean") is not None]
+    accs = [by_task[t]["test_acc_mean"] for t in tasks
+            if by_task.get(t) and by_task[t].get("test_acc_mean") is not None]
     return (statistics.fmean(accs) if accs else None), len(accs)
 
 
@@ -186,8 +188,8 @@ def draw_mad_table(folder: Path, rows: list[dict], title: str) -> tuple[list[Pat
         mean, n = _mean_acc(by_task, tasks)
         means[layer] = mean
         accs = [_pct(by_task[t]["test_acc_mean"]) if by_task.get(t) else "-" for t in tasks]
-        lines.append("| " + " | ".join([layer, *accs, _pct(mean) + ("" if n == len(tasks) else f" ({n} of {len(tasks)})")])
-                     + " |")
+        of_all = "" if n == len(tasks) else f" ({n} of {len(tasks)})"
+        lines.append("| " + " | ".join([layer, *accs, _pct(mean) + of_all]) + " |")
     picks = [f"- {layer}: " + "; ".join(f"{t} {_setting_text(r)}" for t, r in by_task.items() if r)
              for layer, by_task in cells.items()]
     text = (f"## MAD tasks ({title})\n\nTest accuracy %, each cell the setting with the best validation accuracy "

@@ -34,7 +34,8 @@ class DataConfig:
     cache_dir: Optional[str] = config_field(None, "processed-data cache (default: $ZOO_DATA_CACHE or ~/.cache/zoo/lra)")
     generate_if_missing: bool = config_field(False, "generate the task's data if it is not under root (tasks "
                                                     "with a generator: listops, pathfinder, pathx)")
-    generate: Dict[str, Any] = config_field({}, "generator fields for generate_if_missing (zoo data generate TASK --help)")
+    generate: Dict[str, Any] = config_field({}, "generator fields for generate_if_missing "
+                                                "(zoo data generate TASK --help)")
     bucketing: bool = config_field(True, "length-aware batches: examples of similar length batched together, padded "
                                          "to a few shape buckets (False: uniformly shuffled batches)")
     on_device: str = config_field("auto", "keep the whole tokenised split on the training device: auto (when it "
@@ -77,7 +78,8 @@ class TrainConfig:
     run_name: Optional[str] = config_field(None, "run folder name under --out (default: experiment-layer[-digest])")
     warmup_compile: str = config_field("auto", "compile every shape bucket before the first step: auto (on CUDA) | "
                                                "true | false")
-    cuda_graphs: str = config_field("auto", "replay each shape's training step from a CUDA graph (one launch per step): "
+    cuda_graphs: str = config_field("auto", "replay each shape's training step from a CUDA graph "
+                                            "(one launch per step): "
                                             "auto (on one CUDA GPU with Adam/AdamW) | true (required) | false")
     tensorboard: str = config_field("auto", "also log scalars to TensorBoard (RUN_DIR/tensorboard): auto (when the "
                                             "tensorboard package is installed) | true | false")
@@ -103,6 +105,7 @@ SECTIONS = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig, "dat
 #: keys that may differ between a checkpoint's config and the resuming one (they do not change the run)
 RUNTIME_KEYS = frozenset({
     "train.max_steps", "train.progress", "train.eval_batch_size", "train.device", "train.run_name",
-    "train.warmup_compile", "train.cuda_graphs", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir", "data.on_device",
+    "train.warmup_compile", "train.cuda_graphs", "train.tensorboard", "train.wandb", "data.root", "data.cache_dir",
+    "data.on_device",
     "train.threads",
 })

@@ -281,7 +281,8 @@ class Trainer:
                 self._pending.append((*self.train_step(batch), info))
                 epoch_end = self.pos.advance(n_batches)
                 local_stop = self.signals.requested and self.dist.world == 1
-                self._after_step(cadence.due(self.pos.step, epoch_end, len(self._pending), local_stop), cadence, t0, bar)
+                due = cadence.due(self.pos.step, epoch_end, len(self._pending), local_stop)
+                self._after_step(due, cadence, t0, bar)
                 if self.signals.should_stop(self.dist.world):
                     raise self._interrupted()
         self._log_window()

@@ -24,7 +24,8 @@ from zoo.functional.call import AttentionCall
 PRIORITY: tuple[Backend, ...] = (XFormersBackend(), SDPABackend(), FlexBackend(), ReferenceBackend())
 _BY_NAME = {b.name: b for b in PRIORITY}
 
-__all__ = ["PRIORITY", "Backend", "BackendUnavailable", "candidates", "get", "names", "report", "select", "warn_refusal"]
+__all__ = ["PRIORITY", "Backend", "BackendUnavailable", "candidates", "get", "names", "report", "select",
+           "warn_refusal"]
 
 
 def names() -> list[str]:
@@ -87,7 +88,8 @@ def report(device: str | torch.device = "cpu", dtype: torch.dtype | None = None)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
     for impl in PRIORITY:
-        for label, decay, grad in (("attention", False, True), ("decay (LaS)", True, True), ("decay, inference", True, False)):
+        for label, decay, grad in (("attention", False, True), ("decay (LaS)", True, True),
+                                   ("decay, inference", True, False)):
             call = AttentionCall(device, dtype, 1, 8, 1024, 64, decay, False, False, grad)
             reasons = impl.not_supported_reasons(call)
             rows.append({"backend": impl.name, "workload": label, "ok": not reasons, "why_not": "; ".join(reasons)})

@@ -65,7 +65,8 @@ def run(todo: list, folder: Path, execution, progress: bool) -> dict[str, str]:
                 with open(log, "a") as fh:
                     p = subprocess.Popen(command(r, folder), stdout=fh, stderr=subprocess.STDOUT, env=env)
                 running[slot] = (p, r)
-                print(f"zoo compare: started {r.run_name} ({'gpu ' + str(slots[slot]) if slots[slot] is not None else 'cpu'}, log {log})", file=sys.stderr)
+                where = "gpu " + str(slots[slot]) if slots[slot] is not None else "cpu"
+                print(f"zoo compare: started {r.run_name} ({where}, log {log})", file=sys.stderr)
             time.sleep(0.5)
             for slot, (p, r) in list(running.items()):
                 if p.poll() is None:
