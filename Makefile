@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:  `make run` (main job, CPU, minutes)  and  `make test`.
-# `make run`: the embedded comparison (configs/comparisons/listops_small.yaml): a small generated
-# ListOps (no download), four layers x two seeds trained under one budget on the CPU, then one
-# table and the plots; everything under runs/listops_small/.
+# `make run`: the embedded comparison (configs/comparisons/mqar_quick.yaml): multi-query associative
+# recall (zoology's MQAR, generated, no download), five layers under one budget on the CPU, two runs
+# at a time, then the table, the recall figure and one sentence ranking the layers; everything under
+# runs/mqar_quick/. The ListOps smoke grid is `zoo compare listops_small`.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -27,9 +28,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/zoo compare listops_small
+	$(BIN)/zoo compare mqar_quick
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
