@@ -157,10 +157,10 @@ def test_the_chance_line_is_drawn(tmp_path):
 def test_zoo_compare_and_make_run_write_the_same_folder():
     from zoo.cli import build_parser
 
-    args = build_parser().parse_args(["compare", "listops_small"])
+    args = build_parser().parse_args(["compare", "mqar_quick"])
     assert args.out == "runs"
     run_target = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
-    assert "zoo compare listops_small" in run_target and "--out" not in run_target
+    assert "zoo compare mqar_quick" in run_target and "--out" not in run_target
 
 
 def test_sweep_axes_nest_or_dot_and_multiply_the_plan(tmp_path):
