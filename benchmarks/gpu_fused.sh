@@ -9,12 +9,7 @@ set -uo pipefail
 RES=${OUT:-/tmp/results}; mkdir -p "$RES"
 T0=$SECONDS; BUDGET=${BUDGET:-560}
 left() { echo $(( BUDGET - (SECONDS - T0) )); }
-SITE=/tmp/site
-[[ -d $SITE/xformers ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
-export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL=5
-export LD_LIBRARY_PATH="$SITE/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}"
-export ZOO_DATA_CACHE=/tmp/zoo-cache
-DATA=/tmp/lra
+source benchmarks/gpu_env.sh   # wheels, PYTHONPATH, LD_LIBRARY_PATH, ZOO_DATA_CACHE, DATA
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } > "$RES/env.txt" 2>&1
 stage() { echo "== $1 at $((SECONDS - T0)) s" >> "$RES/stages.txt"; }

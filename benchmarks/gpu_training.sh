@@ -6,12 +6,7 @@
 #   with $OUT set (the device tool) also packed into $OUT/training.tgz at the end of each stage.
 set -uo pipefail
 RES=${RES:-/tmp/results}; mkdir -p "$RES"   # outside the repository: a new call re-syncs the working tree
-SITE=/tmp/site
-[[ -d $SITE/xformers ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
-export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 KINETO_LOG_LEVEL=5
-export LD_LIBRARY_PATH="$SITE/nvidia/cuda_runtime/lib:${LD_LIBRARY_PATH:-}"
-export ZOO_DATA_CACHE=/tmp/zoo-cache
-DATA=/tmp/lra
+source benchmarks/gpu_env.sh   # wheels, PYTHONPATH, LD_LIBRARY_PATH, ZOO_DATA_CACHE, DATA
 stages=${*:-graphtests tests speed epoch grid}
 # issue 20's complete runs of listops_paper (docs/results/listops_paper/README.md): which runs, the budget, one eval
 # cadence for every run (it picks the test weights, so a committed run of another cadence is refused at export)

@@ -20,7 +20,7 @@ def profile(layer: str, steps: int, extra: list[str], workdir: Path) -> str:
     import torch
     from torch.profiler import ProfilerActivity
 
-    from zoo.functional.common import graph_safe
+    from zoo.functional.capture import graph_safe
     from zoo.train.batching import epoch_batches
     from zoo.train.experiment import load_experiment
     from zoo.train.step import optimizer_step

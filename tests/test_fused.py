@@ -167,7 +167,7 @@ def test_graphed_eval_forward_is_the_eager_forward():
         got = graphed([x], [mask])
         model.eval()
         with torch.no_grad(), autocast():
-            from zoo.functional.common import graph_safe
+            from zoo.functional.capture import graph_safe
             with graph_safe():
                 ref = model([x], [mask])
         assert _rel(got, ref) < 1e-2

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train import _exp, _synthetic
 
-from zoo.functional.common import graph_safe
+from zoo.functional.capture import graph_safe
 from zoo.models import ModelConfig, build_model
 from zoo.train import ExperimentConfigError, run_experiment
 from zoo.train.step import GraphedSteps, graphs_unavailable, optimizer_step

@@ -228,7 +228,7 @@ def test_swiglu_residual_matches_timm_gated_mlp_bf16():
 @pytest.mark.parametrize("layer", ["vanilla", "s4d"])
 def test_token_step_replayed_from_a_cuda_graph_equals_eager_gpu(layer):
     """The token kind's step (labels (B, L), the head's static K) captured and replayed = the eager step."""
-    from zoo.functional.common import graph_safe
+    from zoo.functional.capture import graph_safe
     from zoo.train.step import GraphedSteps, optimizer_step
 
     g = torch.Generator().manual_seed(1)

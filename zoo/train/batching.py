@@ -6,7 +6,7 @@
   holds examples of similar length, so little compute goes to padding.
 * :class:`BatchSource` gathers a batch of rows (from device-resident tensors when the split fits,
   else from the memory-mapped arrays), trims it to the shape bucket of its longest example
-  (:func:`zoo.functional.common.bucket_length`, capped at the task's length) and fills it to the
+  (:func:`zoo.functional.call.bucket_length`, capped at the task's length) and fills it to the
   full batch size with zero-weight rows, so a model sees at most a dozen shapes per task and a
   compiled kernel compiles a bounded number of times.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zoo.functional.common import bucket_length
+from zoo.functional.call import bucket_length
 
 __all__ = ["Batch", "BatchSource", "epoch_batches", "eval_batches"]
 

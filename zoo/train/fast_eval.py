@@ -3,7 +3,7 @@
 Eagerly, an evaluation batch is a few hundred small kernel launches, and at LRA sizes the CPU
 launching them sets the pace (as for the training step, ``zoo.train.step``). :class:`GraphedForward`
 records ``model(inputs, masks)`` (eval mode, no gradients, the run's autocast, attention under
-:func:`~zoo.functional.common.graph_safe`) once per shape and replays it. The forward has no
+:func:`~zoo.functional.capture.graph_safe`) once per shape and replays it. The forward has no
 randomness in eval mode, so a replay is the eager forward's values. Graphs live in their own memory
 pool (never the training graphs': those keep parameters' gradients there), and shapes past
 ``max_graphs`` run eagerly. Off the GPU, :func:`forward` is the plain eager call.
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from zoo.functional.common import graph_safe
+from zoo.functional.capture import graph_safe
 
 __all__ = ["GraphedForward", "evaluate_logits", "graphed_evaluate"]
 

@@ -13,7 +13,8 @@ import warnings
 
 import torch
 
-from zoo.functional.common import exception_line, graph_safe
+from zoo.functional.call import exception_line
+from zoo.functional.capture import graph_safe
 from zoo.models.kinds import get_kind
 
 __all__ = ["capture_shapes", "compile_count", "compile_shapes", "kernels_used"]

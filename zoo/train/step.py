@@ -11,7 +11,7 @@ step.
 What a capture needs, and what this module arranges:
 
 * static inputs: each graph owns buffers that every batch of its shape is copied into;
-* no host syncs inside: attention runs under :func:`zoo.functional.common.graph_safe`, where the
+* no host syncs inside: attention runs under :func:`zoo.functional.capture.graph_safe`, where the
   dispatcher picks kernels that need no host data (FlexAttention with a block mask built from
   tensor ops, instead of xformers' varlen packing, whose lengths are a host sync);
 * the optimizer in device memory: AdamW with ``capturable=True``, its state created before the
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from zoo.functional.common import graph_safe
+from zoo.functional.capture import graph_safe
 from zoo.models.kinds import ClassifyKind
 
 _CLASSIFY = ClassifyKind().loss_terms
