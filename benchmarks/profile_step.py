@@ -15,6 +15,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+KERNEL_CLASSES = {  # kernel-name fragments -> the class the ">= 70%" counts (attention, matrix, FFT)
+    "attention": ("flex_attention", "fmha", "attention", "flash"),
+    "matrix": ("nvjet", "gemm", "xmma", "cutlass", "wgmma", "_mm_", "triton_tem_fused_mm", "triton_tem_fused_addmm"),
+    "fft": ("fft",),
+}
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    return next((c for c, keys in KERNEL_CLASSES.items() if any(k in low for k in keys)), "other")
+
 
 def profile(layer: str, steps: int, extra: list[str], workdir: Path) -> str:
     import torch
@@ -46,20 +57,37 @@ def profile(layer: str, steps: int, extra: list[str], workdir: Path) -> str:
         for b in batches[:3]:
             step(b)
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                                    record_shapes=True) as prof:
             for b in batches[3:]:
                 step(b)
             torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    averages = prof.key_averages()
+    events = [e for e in averages if getattr(e, "self_device_time_total", 0) > 0 and e.device_type.name == "CUDA"]
     events.sort(key=lambda e: -e.self_device_time_total)
     total = sum(e.self_device_time_total for e in events) / steps / 1e3  # ms per step
     tokens = sum(b.padded_tokens for b in batches[3:]) / steps
+    shares = {c: 0.0 for c in (*KERNEL_CLASSES, "other")}
+    for e in events:
+        shares[kernel_class(e.key)] += e.self_device_time_total / steps / 1e3
     lines = [f"### {layer}: {total:.2f} ms of GPU time per step (batches of {bs} x {common}: {tokens:,.0f} padded "
              "tokens per step)", "",
+             "GPU time by kernel class: " + ", ".join(f"{c} {ms:.2f} ms ({100 * ms / total:.0f}%)"
+                                                       for c, ms in shares.items()), "",
              "| kernel | ms / step | share | calls / step |", "|---|---|---|---|"]
-    for e in events[:20]:
+    for e in events[:25]:
         ms = e.self_device_time_total / steps / 1e3
         lines.append(f"| `{e.key[:90]}` | {ms:.3f} | {100 * ms / total:.1f}% | {e.count / steps:.0f} |")
+    # the same GPU time by the operator that launched it (with input shapes): which code to fuse next
+    ops = [e for e in prof.key_averages(group_by_input_shape=True)
+           if e.device_type.name == "CPU" and getattr(e, "self_device_time_total", 0) > 0]
+    ops.sort(key=lambda e: -e.self_device_time_total)
+    lines += ["", f"Launched by (the operator whose own kernels took the time; {layer}):", "",
+              "| operator | input shapes | ms / step | calls / step |", "|---|---|---|---|"]
+    for e in ops[:30]:
+        shapes = str(e.input_shapes)[:110].replace("|", "/")
+        lines.append(f"| `{e.key[:60]}` | {shapes} | {e.self_device_time_total / steps / 1e3:.3f} | "
+                     f"{e.count / steps:.0f} |")
     return "\n".join(lines)
 
 

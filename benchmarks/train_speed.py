@@ -15,6 +15,7 @@ that layer, validation included. Writes ``train_speed.md`` and ``train_speed.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -31,15 +32,12 @@ def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: st
             "data.generate_if_missing=true", f"train.run_name=speed-{layer}-{mode}-{steps or 'epoch'}", *extra,
             *(["train.cuda_graphs=false"] if mode == "eager" else [])]
     exp = load_experiment("listops", over)
-    from zoo.models.block import Block
+    from zoo.functional.compiled import uncompiled
 
-    fused = Block.fused_devices
-    if mode == "unfused":  # the block's norm / residual / MLP as eager kernels (zoo.models.fused not compiled)
-        Block.fused_devices = frozenset()
-    try:
+    # unfused: every function around the kernels (zoo.models.fused, the attention projections, the
+    # convolutions' layouts) as eager kernels; FlexAttention itself stays compiled
+    with uncompiled() if mode == "unfused" else contextlib.nullcontext():
         return _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval)
-    finally:
-        Block.fused_devices = fused
 
 
 def _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval) -> dict:
@@ -71,7 +69,8 @@ def main() -> int:
     p.add_argument("--eager", nargs="*", default=["vanilla"],
                    help="layers to also time with train.cuda_graphs=false (the steps launched one kernel at a time)")
     p.add_argument("--unfused", nargs="*", default=[],
-                   help="layers to also time with the block's fused functions run eagerly (CUDA graphs still on)")
+                   help="layers to also time with the fused functions around the kernels run eagerly "
+                        "(zoo.functional.compiled.uncompiled; CUDA graphs still on)")
     p.add_argument("--graphed-eval", action="store_true",
                    help="evaluate through zoo.train.fast_eval.GraphedForward (one CUDA graph per eval shape)")
     p.add_argument("--set", nargs="*", default=[], help="experiment overrides for every run")
@@ -107,7 +106,7 @@ def main() -> int:
         kern = r["kernel"] or {}
         graphs = r["cuda_graphs"] or {}
         step = f"{graphs.get('captured')} CUDA graphs" if graphs.get("enabled") else "eager"
-        step += ", unfused block" if r["mode"] == "unfused" else ""
+        step += ", unfused" if r["mode"] == "unfused" else ""
         lines.append(f"| {r['layer']} | {step} | {r['step_ms_median']:.1f} | {ratio} | {r['tokens_per_s']:,.0f} | "
                      f"{r['padded_tokens_per_s']:,.0f} | {100 * r['pad_fraction']:.1f}% | "
                      f"{r['compiles_after_warmup']} | "

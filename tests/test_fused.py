@@ -184,3 +184,111 @@ def test_graphed_evaluate_without_graphs_is_the_trainer_evaluate(tmp_path):
 
     tr = Trainer(load_experiment(_exp(), []), tmp_path / "run", datasets=_synthetic())
     assert graphed_evaluate(tr, None, "val") == tr.evaluate("val")
+
+
+# ------------------------------------------------------------------ the attention mixer's projections
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_compiled_attention_projections_match_eager_on_cpu(monkeypatch, bf16):
+    """The attention mixer's split and merge (``zoo.layers.attention``), compiled by inductor on the
+    CPU as on CUDA, give the eager mixer's output and gradients (padded, dropout off); a second
+    length reuses the symbolic-shape compilation."""
+    from torch._dynamo.utils import counters
+
+    import zoo.layers.attention as att
+    from zoo.functional.compiled import CudaCompiled
+
+    torch.manual_seed(0)
+    mixer = resolve_layer({"name": "las", "n_heads": 2}, d_model=D).build()
+    split = CudaCompiled(att.split_heads, "split", dynamic=True, devices={"cpu"})
+    merge = CudaCompiled(att.merge_heads, "merge", dynamic=True, devices={"cpu"})
+
+    def run(x, mask):
+        mixer.zero_grad(set_to_none=True)
+        x = x.detach().clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = mixer(x, mask)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+        (out.float() * g).sum().backward()
+        return out.detach().float(), x.grad.clone(), {n: p.grad.clone() for n, p in mixer.named_parameters()}
+
+    for i, L in enumerate((10, 14)):  # (not the head size 8: duck sizing would tie the two)
+        x, mask = _inputs(L=L, seed=i)
+        ref = run(x, mask)
+        with monkeypatch.context() as m:
+            m.setattr(att, "_split_heads", split)
+            m.setattr(att, "_merge_heads", merge)
+            got = run(x, mask)
+        assert split.failed is None and merge.failed is None
+        _assert_close(got, ref, 2e-2 if bf16 else 1e-5)
+        assert (got[0][mask] == 0).all()
+        if i == 0:
+            before = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == before  # another length: no recompilation
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_compiled_encoder_ends_match_eager_on_cpu(bf16, pooling):
+    """The encoder's functions around the blocks (positions, dropout and masking in; the final norm,
+    masking and pooling out), compiled on the CPU, give the eager model's logits and gradients,
+    pooled and per position, padded."""
+    from zoo.models.encoder import Encoder
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(d_model=D, n_layers=1, pooling=pooling), {"name": "vanilla", "n_heads": 2},
+                        n_classes=3, max_len=32, vocab_size=11)
+    x = torch.randint(1, 11, (3, 12))
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[1, 7:] = True
+
+    def run(fn):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = fn()
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return out.detach().float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    for fn in (lambda: model([x], [mask]), lambda: model.encoder(x, mask)):
+        ref = run(fn)
+        try:
+            Encoder.fused_devices = frozenset({"cpu"})
+            got = run(fn)
+        finally:
+            Encoder.fused_devices = frozenset({"cuda"})
+        assert _rel(got[0], ref[0]) < (2e-2 if bf16 else 1e-5)
+        assert got[1].keys() == ref[1].keys() and "encoder.pos" in ref[1]
+        for n in ref[1]:
+            assert _rel(got[1][n], ref[1][n]) < (2e-2 if bf16 else 1e-5), n
+    for f in ("embed_out", "norm_out", "norm_pool"):
+        assert getattr(fused_ops(frozenset({"cpu"})), f).failed is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["vanilla", "las"])
+def test_attention_mixer_on_cuda_matches_its_reference(name):
+    """On CUDA the mixer runs the compiled split / merge around the fast kernel (flex under
+    graph_safe, as in a captured training step); the reference runs both eagerly around the
+    materialised definition: the same output and gradients (bf16, padded)."""
+    from zoo.functional.capture import graph_safe
+
+    torch.manual_seed(0)
+    mixer = resolve_layer({"name": name, "n_heads": 4}, d_model=64).build().cuda()
+    x = torch.randn(4, 200, 64, device="cuda")
+    mask = torch.zeros(4, 200, dtype=torch.bool, device="cuda")
+    mask[1, 150:] = True
+    mask[3, 20:] = True
+    x = x.masked_fill(mask.unsqueeze(-1), 0.0)
+
+    def run(fn):
+        mixer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16), graph_safe():
+            out = fn(xi, mask)
+        (out.float() * torch.linspace(-1, 1, out.numel(), device="cuda").view(out.shape)).sum().backward()
+        return out.detach().float(), xi.grad, {n: p.grad.clone() for n, p in mixer.named_parameters()}
+
+    got, ref = run(mixer), run(mixer.reference_forward)
+    _assert_close(got, ref, 2e-2)
+    assert (got[0][mask] == 0).all()

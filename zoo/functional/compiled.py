@@ -10,15 +10,16 @@ is reported once (with its reason) and the function then runs eagerly, with the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from zoo.functional.call import exception_line
 
-__all__ = ["RECOMPILE_LIMIT", "CudaCompiled", "dynamo_guard_options"]
+__all__ = ["RECOMPILE_LIMIT", "CudaCompiled", "dynamo_guard_options", "uncompiled"]
 
 RECOMPILE_LIMIT = 64
 
@@ -34,6 +35,20 @@ def dynamo_guard_options() -> dict:
     if "recompile_limit" in opts:
         opts.pop("cache_size_limit", None)
     return opts
+
+
+_UNCOMPILED = [0]  # > 0 inside uncompiled(): every CudaCompiled runs its plain function
+
+
+@contextlib.contextmanager
+def uncompiled() -> Iterator[None]:
+    """Inside, every :class:`CudaCompiled` function runs eagerly (the same values): what the fusion
+    saves is measured by running the same step in and out of this (``benchmarks/train_speed.py --unfused``)."""
+    _UNCOMPILED[0] += 1
+    try:
+        yield
+    finally:
+        _UNCOMPILED[0] -= 1
 
 
 class CudaCompiled:
@@ -56,7 +71,7 @@ class CudaCompiled:
 
     def __call__(self, *args, **kwargs):
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        if self.failed or first is None or first.device.type not in self.devices:
+        if self.failed or _UNCOMPILED[0] or first is None or first.device.type not in self.devices:
             return self.fn(*args, **kwargs)
         try:
             with torch._dynamo.config.patch(**dynamo_guard_options()):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from zoo.config import ResolvedLayer
 from zoo.models.fused import autocast_dtype, fused_ops
 
-__all__ = ["Block", "MLPS", "NORMS"]
+__all__ = ["Block", "MLPS", "NORMS", "norm_args"]
 
 NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 
@@ -30,7 +30,7 @@ def _swiglu_mlp(d_model: int, hidden: int, dropout: float) -> nn.Module:
 MLPS = {"gelu": _gelu_mlp, "swiglu": _swiglu_mlp, "none": None}  # the MLP sublayer's module (None: no MLP)
 
 
-def _norm_args(m: nn.Module) -> tuple[Tensor, Tensor | None, float]:
+def norm_args(m: nn.Module) -> tuple[Tensor, Tensor | None, float]:
     """``(weight, bias or None, eps)`` of a LayerNorm / RMSNorm (RMSNorm's default eps: fp32's)."""
     eps = m.eps if m.eps is not None else torch.finfo(torch.float32).eps
     return m.weight, getattr(m, "bias", None), eps
@@ -71,10 +71,10 @@ class Block(nn.Module):
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         ops = fused_ops(self.fused_devices)
         dtype = autocast_dtype(x)
-        h = ops.norm_in(x, *_norm_args(self.norm1), dtype)  # (B, L, D) in the products' dtype
+        h = ops.norm_in(x, *norm_args(self.norm1), dtype)  # (B, L, D) in the products' dtype
         mixed = self.mixer(h, key_padding_mask=key_padding_mask)  # (B, L, D)
         if self.mlp is None:
             return ops.residual(x, mixed, key_padding_mask, self.path_rate, self.training)  # (B, L, D)
-        return ops.mlp_residual(x, mixed, key_padding_mask, *_norm_args(self.norm2), self.mlp.fc1.weight,
+        return ops.mlp_residual(x, mixed, key_padding_mask, *norm_args(self.norm2), self.mlp.fc1.weight,
                                 self.mlp.fc1.bias, self.mlp.fc2.weight, self.mlp.fc2.bias, self.dropout,
                                 self.path_rate, self.training, dtype, self.gated)  # (B, L, D), padded rows 0

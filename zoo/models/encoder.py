@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.base import config_field, zero_padded
+from zoo.base import config_field
 from zoo.config import ResolvedLayer
-from zoo.models.block import NORMS, Block
+from zoo.models.block import NORMS, Block, norm_args
+from zoo.models.fused import fused_ops, pool
 from zoo.models.kinds import TaskKind, get_kind
 
 __all__ = ["Classifier", "Encoder", "ModelConfig", "build_model"]
@@ -105,6 +106,9 @@ def effective_pos_emb(pos_emb: str, mixer_cls: type, layer_name: str = "") -> st
 class Encoder(nn.Module):
     """Embedding -> [positions] -> ``n_layers`` blocks -> final norm -> pooled ``(B, D)``.
 
+    The work around the blocks (positions, dropout and masking in; the final norm, masking and
+    pooling out) runs as functions of :mod:`zoo.models.fused`, compiled on ``fused_devices``.
+
     Args:
         config: the :class:`ModelConfig`.
         layer: the resolved layer (:func:`zoo.config.resolve_layer` with this model's ``d_model``
@@ -114,6 +118,8 @@ class Encoder(nn.Module):
         max_len: the longest input (positional table; ``max_len`` of layers that need it).
         in_features: features per position of float inputs.
     """
+
+    fused_devices: frozenset = Block.fused_devices  # where the functions around the blocks are compiled
 
     def __init__(self, config: ModelConfig, layer: ResolvedLayer, *, vocab_size: int | None, max_len: int,
                  in_features: int = 1) -> None:
@@ -152,32 +158,29 @@ class Encoder(nn.Module):
         return self.embed(x)  # (B, L, D)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """``x``: ``(B, L)`` token ids or float values -> ``(B, L, D)`` (padded positions 0)."""
-        L = x.shape[1]
-        if L > self.max_len:
-            raise ValueError(f"input length {L} exceeds the encoder's max_len={self.max_len}")
-        h = self.embed_inputs(x)  # (B, L, D)
-        if self.pos is not None:
-            h = h + self.pos[:L].to(h.dtype)  # (B, L, D)
-        h = zero_padded(self.drop(h), key_padding_mask)
-        for block in self.blocks:
-            h = block(h, key_padding_mask)  # (B, L, D)
-        return zero_padded(self.norm(h), key_padding_mask)
+        """``x``: ``(B, L)`` token ids or float values -> ``(B, L, D)`` (normed, padded positions 0)."""
+        ops = fused_ops(self.fused_devices)
+        return ops.norm_out(self._blocks(x, key_padding_mask, ops), key_padding_mask, *norm_args(self.norm))
 
     def pool(self, h: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """``(B, L, D)`` -> ``(B, D)``, over valid positions only."""
-        if self.config.pooling == "max":
-            if key_padding_mask is not None:
-                h = h.masked_fill(key_padding_mask.unsqueeze(-1), float("-inf"))
-            return h.amax(dim=1)  # (B, D)
-        if key_padding_mask is None:
-            return h.mean(dim=1)  # (B, D)
-        valid = (~key_padding_mask).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
-        return (h * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)  # (B, D)
+        return pool(h, key_padding_mask, self.config.pooling)
 
     def encode(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """``x`` -> pooled ``(B, D)``."""
-        return self.pool(self(x, key_padding_mask), key_padding_mask)
+        """``x`` -> pooled ``(B, D)``: ``pool(self(x))``, the final norm and the pooling in one function."""
+        ops = fused_ops(self.fused_devices)
+        return ops.norm_pool(self._blocks(x, key_padding_mask, ops), key_padding_mask, *norm_args(self.norm),
+                             self.config.pooling)
+
+    def _blocks(self, x: Tensor, key_padding_mask: Tensor | None, ops) -> Tensor:
+        """Embedding, positions, dropout and the blocks: the residual stream before the final norm."""
+        L = x.shape[1]
+        if L > self.max_len:
+            raise ValueError(f"input length {L} exceeds the encoder's max_len={self.max_len}")
+        h = ops.embed_out(self.embed_inputs(x), self.pos, self.drop.p, self.training, key_padding_mask)  # (B, L, D)
+        for block in self.blocks:
+            h = block(h, key_padding_mask)  # (B, L, D)
+        return h
 
     def mixers(self) -> list[nn.Module]:
         """The mixer of every block (the trainer asks them for ``param_groups()``)."""

@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.base import zero_padded
 from zoo.functional.compiled import CudaCompiled
 
-__all__ = ["FusedOps", "autocast_dtype", "fused_ops", "mlp_residual", "norm", "norm_in", "residual"]
+__all__ = ["FusedOps", "autocast_dtype", "embed_out", "fused_ops", "mlp_residual", "norm", "norm_in", "norm_out",
+           "norm_pool", "pool", "residual"]
 
 
 def autocast_dtype(x: Tensor) -> torch.dtype:
@@ -96,19 +98,54 @@ def residual(x: Tensor, mixed: Tensor, mask: Tensor | None, path: float, trainin
     return y if mask is None else y.masked_fill(mask.unsqueeze(-1), 0.0)
 
 
+def embed_out(h: Tensor, pos: Tensor | None, dropout: float, training: bool, mask: Tensor | None) -> Tensor:
+    """The first block's input: ``Dropout(h + pos[:L])`` (``pos`` None: no positions), padded rows 0."""
+    if pos is not None:
+        h = h + pos[: h.shape[1]].to(h.dtype)  # (B, L, D)
+    return zero_padded(F.dropout(h, dropout, training), mask)
+
+
+def norm_out(h: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """The encoder's final norm (statistics in fp32, at least ``h``'s dtype out), padded rows 0."""
+    with torch.autocast(h.device.type, enabled=False):
+        y = norm(h, weight, bias, eps)  # (B, L, D) fp32
+    return zero_padded(y.to(torch.promote_types(y.dtype, h.dtype)), mask)
+
+
+def pool(h: Tensor, mask: Tensor | None, how: str) -> Tensor:
+    """``(B, L, D)`` -> ``(B, D)``: the mean or max over the valid (non-padding) positions."""
+    if how == "max":
+        if mask is not None:
+            h = h.masked_fill(mask.unsqueeze(-1), float("-inf"))
+        return h.amax(dim=1)  # (B, D)
+    if mask is None:
+        return h.mean(dim=1)  # (B, D)
+    valid = (~mask).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+    return (h * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)  # (B, D)
+
+
+def norm_pool(h: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None, eps: float, how: str) -> Tensor:
+    """:func:`norm_out` then :func:`pool`: the pooled encoder output ``(B, D)``."""
+    return pool(norm_out(h, mask, weight, bias, eps), mask, how)
+
+
 @dataclass(frozen=True)
 class FusedOps:
-    """The block's functions, compiled for the tensors on ``devices`` (eager elsewhere)."""
+    """The model's functions around the mixers, compiled for the tensors on ``devices`` (eager elsewhere)."""
 
     norm_in: Callable
     mlp_residual: Callable
     residual: Callable
+    embed_out: Callable
+    norm_out: Callable
+    norm_pool: Callable
 
 
 @functools.lru_cache(maxsize=None)
 def fused_ops(devices: frozenset = frozenset({"cuda"})) -> FusedOps:
-    """One shared pair per device set (so every block reuses one compilation); ``{"cuda"}`` by default,
+    """One shared set per device set (so every block reuses one compilation); ``{"cuda"}`` by default,
     tests pass ``{"cpu"}`` to compile on the CPU too."""
-    return FusedOps(CudaCompiled(norm_in, "block norm", dynamic=True, devices=devices),
-                    CudaCompiled(mlp_residual, "block residual + MLP", dynamic=True, devices=devices),
-                    CudaCompiled(residual, "block residual", dynamic=True, devices=devices))
+    fns = {"norm_in": (norm_in, "block norm"), "mlp_residual": (mlp_residual, "block residual + MLP"),
+           "residual": (residual, "block residual"), "embed_out": (embed_out, "input embedding and positions"),
+           "norm_out": (norm_out, "final norm"), "norm_pool": (norm_pool, "final norm and pooling")}
+    return FusedOps(**{k: CudaCompiled(f, what, dynamic=True, devices=devices) for k, (f, what) in fns.items()})
