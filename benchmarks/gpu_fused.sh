@@ -5,7 +5,8 @@
 #   the vanilla step's kernels, one vanilla epoch with graphed evaluation.
 #   usage (GPU machine, repo root, wheels in .whl/): bash benchmarks/gpu_fused.sh   (results in $OUT or /tmp/results)
 #   EXTRA_TESTS='tests/test_attention.py ...' adds GPU tests to the first stage (TESTS_TIMEOUT bounds it);
-#   EPOCH=0 skips the epoch stage; PROFILE_LAYERS (default vanilla) picks the profiled layers.
+#   EPOCH=0 skips the epoch stage; PROFILE_LAYERS (default vanilla) picks the profiled layers;
+#   FLEX=1 adds benchmarks/bench_flex.py (FlexAttention's kernel options, default against autotuned).
 set -uo pipefail
 RES=${OUT:-/tmp/results}; mkdir -p "$RES"
 T0=$SECONDS; BUDGET=${BUDGET:-560}
@@ -22,14 +23,18 @@ timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider -m gpu te
   ${EXTRA_TESTS:-} > "$RES/gpu_tests.txt" 2>&1
 wait $GEN
 stage speed
-timeout $(( $(left) - (${EPOCH:-1} == 1 ? 150 : 75) )) python3 benchmarks/train_speed.py --layers vanilla las s4d long_conv --steps 150 --eager \
+RESERVE=$(( (${EPOCH:-1} == 1 ? 150 : 50) + (${FLEX:-0} == 1 ? 100 : 0) ))
+timeout $(( $(left) - RESERVE )) python3 benchmarks/train_speed.py --layers vanilla las s4d long_conv --steps 150 --eager \
   --unfused vanilla --out "$RES/train_speed" --set "data.root=$DATA" > "$RES/train_speed.log" 2>&1
 stage profile
-PT=$(( ${EPOCH:-1} == 1 ? ($(left) - 80 < 90 ? $(left) - 80 : 90) : $(left) - 5 ))
+PT=$(( ${EPOCH:-1} == 1 ? ($(left) - 80 < 90 ? $(left) - 80 : 90) : $(left) - 5 - (${FLEX:-0} == 1 ? 100 : 0) ))
 timeout $PT python3 benchmarks/profile_step.py --layers ${PROFILE_LAYERS:-vanilla} \
   --out "$RES/profile" --set "data.root=$DATA" > "$RES/profile.log" 2>&1
+stage flex
+[[ ${FLEX:-0} == 1 ]] && timeout $(( $(left) - (${EPOCH:-1} == 1 ? 80 : 5) )) python3 benchmarks/bench_flex.py \
+  --out "$RES/flex" > "$RES/flex.log" 2>&1
 stage epoch
 [[ ${EPOCH:-1} == 1 ]] && timeout $(left) python3 benchmarks/train_speed.py --layers --eager --epoch vanilla --graphed-eval --out "$RES/epoch" \
   --set "data.root=$DATA" > "$RES/epoch.log" 2>&1
 stage done
-tail -n 3 "$RES/gpu_tests.txt"; cat "$RES/stages.txt" "$RES/generate.txt"; tail -n 12 "$RES/train_speed/train_speed.md" "$RES/epoch/train_speed.md" 2>/dev/null
+tail -n 3 "$RES/gpu_tests.txt"; cat "$RES/stages.txt" "$RES/generate.txt"; tail -n 12 "$RES/train_speed/train_speed.md" "$RES/epoch/train_speed.md" "$RES/flex/flex.md" 2>/dev/null
