@@ -63,7 +63,11 @@ def profile(layer: str, steps: int, extra: list[str], workdir: Path) -> str:
                 step(b)
             torch.cuda.synchronize()
     averages = prof.key_averages()
-    events = [e for e in averages if getattr(e, "self_device_time_total", 0) > 0 and e.device_type.name == "CUDA"]
+    # the kernels themselves: not the GPU-side spans of annotations (a compiled graph's "## Call
+    # CompiledFxGraph ##", "Optimizer.step#AdamW.step"), which cover kernels already counted
+    cpu_names = {e.key for e in averages if e.device_type.name == "CPU"}
+    events = [e for e in averages if getattr(e, "self_device_time_total", 0) > 0 and e.device_type.name == "CUDA"
+              and not e.key.startswith("## ") and e.key not in cpu_names]
     events.sort(key=lambda e: -e.self_device_time_total)
     total = sum(e.self_device_time_total for e in events) / steps / 1e3  # ms per step
     tokens = sum(b.padded_tokens for b in batches[3:]) / steps

@@ -186,46 +186,37 @@ def test_graphed_evaluate_without_graphs_is_the_trainer_evaluate(tmp_path):
     assert graphed_evaluate(tr, None, "val") == tr.evaluate("val")
 
 
-# ------------------------------------------------------------------ the attention mixer's projections
-
-
-@pytest.mark.parametrize("bf16", [False, True])
-def test_compiled_attention_projections_match_eager_on_cpu(monkeypatch, bf16):
-    """The attention mixer's split and merge (``zoo.layers.attention``), compiled by inductor on the
-    CPU as on CUDA, give the eager mixer's output and gradients (padded, dropout off); a second
-    length reuses the symbolic-shape compilation."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_key_value_masking_matches_eager_on_cpu(dtype):
+    """attention()'s masking of padded keys and values, compiled on the CPU as on CUDA, on the strided
+    views the mixer passes (with NaN and inf stored at padding): the eager values and gradients; a
+    second length reuses the symbolic-shape compilation."""
     from torch._dynamo.utils import counters
 
-    import zoo.layers.attention as att
+    from zoo.functional.attention import zero_padded_kv
     from zoo.functional.compiled import CudaCompiled
 
-    torch.manual_seed(0)
-    mixer = resolve_layer({"name": "las", "n_heads": 2}, d_model=D).build()
-    split = CudaCompiled(att.split_heads, "split", dynamic=True, devices={"cpu"})
-    merge = CudaCompiled(att.merge_heads, "merge", dynamic=True, devices={"cpu"})
-
-    def run(x, mask):
-        mixer.zero_grad(set_to_none=True)
-        x = x.detach().clone().requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = mixer(x, mask)
-        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
-        (out.float() * g).sum().backward()
-        return out.detach().float(), x.grad.clone(), {n: p.grad.clone() for n, p in mixer.named_parameters()}
-
-    for i, L in enumerate((10, 14)):  # (not the head size 8: duck sizing would tie the two)
-        x, mask = _inputs(L=L, seed=i)
-        ref = run(x, mask)
-        with monkeypatch.context() as m:
-            m.setattr(att, "_split_heads", split)
-            m.setattr(att, "_merge_heads", merge)
-            got = run(x, mask)
-        assert split.failed is None and merge.failed is None
-        _assert_close(got, ref, 2e-2 if bf16 else 1e-5)
-        assert (got[0][mask] == 0).all()
+    fn = CudaCompiled(zero_padded_kv, "kv masking", dynamic=True, devices={"cpu"})
+    for i, L in enumerate((10, 14)):
+        qkv = torch.randn(2, L, 3, 2, 8, dtype=dtype)
+        mask = torch.zeros(2, L, dtype=torch.bool)
+        mask[1, L - 4:] = True
+        qkv[1, L - 4:, 1:] = float("nan")
+        qkv[1, L - 1, 2] = float("inf")
+        outs = []
+        for f in (zero_padded_kv, fn):
+            leaf = qkv.clone().requires_grad_(True)
+            _, k, v = leaf.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, d) strided, as the mixer's
+            k2, v2 = f(k, v, mask)
+            (k2.float() * 2 + v2.float() * 3).nan_to_num(7.0).sum().backward()
+            outs.append((k2.detach(), v2.detach(), leaf.grad))
+        assert fn.failed is None
+        for got, want in zip(outs[1], outs[0]):
+            assert torch.equal(got, want)
+        assert (outs[1][0][1, :, L - 4:] == 0).all() and (outs[1][1][1, :, L - 4:] == 0).all()
         if i == 0:
             before = counters["stats"]["unique_graphs"]
-    assert counters["stats"]["unique_graphs"] == before  # another length: no recompilation
+    assert counters["stats"]["unique_graphs"] == before
 
 
 @pytest.mark.parametrize("bf16", [False, True])
@@ -268,9 +259,9 @@ def test_compiled_encoder_ends_match_eager_on_cpu(bf16, pooling):
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["vanilla", "las"])
 def test_attention_mixer_on_cuda_matches_its_reference(name):
-    """On CUDA the mixer runs the compiled split / merge around the fast kernel (flex under
-    graph_safe, as in a captured training step); the reference runs both eagerly around the
-    materialised definition: the same output and gradients (bf16, padded)."""
+    """On CUDA the mixer runs the fast kernel (flex under graph_safe, as in a captured training
+    step, with the compiled masking of k and v); the reference runs the materialised definition:
+    the same output and gradients (bf16, padded)."""
     from zoo.functional.capture import graph_safe
 
     torch.manual_seed(0)

@@ -32,21 +32,6 @@ def decay_score_mod(alpha):
     return score_mod
 
 
-def decay_table(alpha, length: int):
-    """``(H, length)`` fp32: ``exp(-alpha_h * t)`` for the distances ``t = 0 .. length - 1``."""
-    t = torch.arange(length, device=alpha.device, dtype=torch.float32)
-    return torch.exp(-alpha.to(torch.float32)[:, None] * t[None, :])
-
-
-def decay_lookup_mod(table):
-    """The decay looked up per score (one load from a small table) instead of an ``exp`` per score:
-    at head dim 32 the kernels are bound by the exponentials the softmax already needs."""
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score * table[h, (q_idx - kv_idx).abs()]
-
-    return score_mod
-
-
 SPARSE_BLOCK = 128  # FlexAttention's default block-mask granularity; bucket_length pads to multiples of it
 
 
@@ -111,7 +96,6 @@ class FlexBackend(Backend):
     description = "compiled FlexAttention: decay as score_mod, causal/padding as block mask"
 
     MIN_HEAD_DIM = {"cuda": 16}  # the Triton kernels' minimum embedding size: smaller heads are zero-padded to it
-    DECAY_LOOKUP = False  # the decay as a table lookup (decay_lookup_mod) instead of an exp per score
 
     def runtime_reasons(self, device):
         try:
@@ -140,10 +124,7 @@ class FlexBackend(Backend):
         block_mask = None
         if causal or key_padding_mask is not None or Lb != L:
             block_mask = self._block_mask(key_padding_mask, causal, B, L, Lb, q.device)
-        score_mod = None
-        if decay is not None:
-            score_mod = (decay_lookup_mod(decay_table(decay, Lb)) if self.DECAY_LOOKUP
-                         else decay_score_mod(decay.to(torch.float32)))
+        score_mod = None if decay is None else decay_score_mod(decay.to(torch.float32))
         with torch._dynamo.config.patch(**dynamo_guard_options()):
             out = compiled_flex_attention()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
         return out[:, :, :L, :d]
