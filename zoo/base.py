@@ -195,4 +195,5 @@ def zero_padded(x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     """Zero the positions marked as padding (``(B, L, D)`` input, ``(B, L)`` mask)."""
     if key_padding_mask is None:
         return x
-    return x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+    # one kernel each way (an out-of-place masked_fill is a copy and a fill, forward and backward)
+    return torch.where(key_padding_mask.unsqueeze(-1), 0.0, x)
