@@ -1,7 +1,8 @@
 """FlexAttention at the paper-settings ListOps call (B 32, H 8, L 1280, head dim 32, bf16, padded
 keys), forward + backward: the default kernel options against inductor's autotuned choice, plain
-(vanilla) and with the LaS decay score_mod (computed, ``exp`` per score; or looked up in an
-``(H, L)`` table). Which block sizes suit head dim 32 on this GPU, and what the decay costs.
+(vanilla) and with the LaS decay score_mod (computed, ``exp`` per score, or ``exp2`` of
+pre-scaled rates; or looked up in an ``(H, L)`` table). Which block sizes suit head dim 32 on this
+GPU, and what the decay costs.
 
     python benchmarks/bench_flex.py --out results/flex
 
@@ -50,7 +51,14 @@ def main() -> int:
         def table_mod(score, b, h, q_idx, kv_idx):  # the decay looked up, not computed: one load, no exp
             return score * table[h, (q_idx - kv_idx).abs()]
 
-        for name, score_mod in (("vanilla", None), ("las decay", decay_score_mod(alphas)), ("las table", table_mod)):
+        alphas_log2 = alphas * 1.4426950408889634  # exp(-a t) = exp2(-a log2(e) t)
+
+        def exp2_mod(score, b, h, q_idx, kv_idx):  # the decay through exp2 (the hardware's own exponential)
+            return score * torch.exp2(-alphas_log2[h] * (q_idx - kv_idx).abs().to(torch.float32))
+
+        variants = (("vanilla", None), ("las decay", decay_score_mod(alphas)), ("las table", table_mod),
+                    ("las exp2", exp2_mod))
+        for name, score_mod in variants:
             def fwd():
                 return fn(q, k, v, score_mod=score_mod, block_mask=block_mask)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19's measurements in ONE device call (under ~9.5 minutes; each stage bounded by what is left):
 #   GPU tests of the fused block and the graphed step / eval (while ListOps is generated on the CPU),
-#   step time of vanilla, las, s4d, long_conv (+ vanilla with the unfused block, same process),
+#   step time of vanilla, las, s4d, long_conv (+ vanilla with every compiled function eager, same process),
 #   the vanilla step's kernels, one vanilla epoch with graphed evaluation.
 #   usage (GPU machine, repo root, wheels in .whl/): bash benchmarks/gpu_fused.sh   (results in $OUT or /tmp/results)
 #   EXTRA_TESTS='tests/test_attention.py ...' adds GPU tests to the first stage (TESTS_TIMEOUT bounds it);
