@@ -34,8 +34,8 @@ def run(layer: str, steps: int | None, extra: list[str], workdir: Path, mode: st
     exp = load_experiment("listops", over)
     from zoo.functional.compiled import uncompiled
 
-    # unfused: every function around the kernels (zoo.models.fused, the attention projections, the
-    # convolutions' layouts) as eager kernels; FlexAttention itself stays compiled
+    # unfused: every function around the kernels (zoo.models.fused, the masking of keys and values,
+    # the value pooling, the convolutions' layouts) as eager kernels; FlexAttention itself stays compiled
     with uncompiled() if mode == "unfused" else contextlib.nullcontext():
         return _fit(exp, Trainer, layer, steps, workdir, mode, graphed_eval)
 

@@ -183,14 +183,6 @@ def validate_param_dtype(x: Tensor, module: nn.Module, who: str) -> None:
         )
 
 
-def linear_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
-    """The dtype a linear layer with ``weight`` computes in on ``x``: autocast's where it is on for
-    ``x``'s device (autocast leaves float64 alone), else the weight's."""
-    if torch.is_autocast_enabled(x.device.type) and weight.dtype != torch.float64:
-        return torch.get_autocast_dtype(x.device.type)
-    return weight.dtype
-
-
 def zero_padded(x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     """Zero the positions marked as padding (``(B, L, D)`` input, ``(B, L)`` mask)."""
     if key_padding_mask is None:

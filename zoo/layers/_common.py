@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.base import SequenceMixer, linear_dtype, zero_padded
+from zoo.base import SequenceMixer, zero_padded
 from zoo.functional.compiled import CudaCompiled
 from zoo.functional.fftconv import compute_dtype, fft_size, fftconv_padded, fftconv_reference
 
@@ -63,8 +63,10 @@ class ConvBlock(SequenceMixer):
         return path.glu_output(self.out(y), key_padding_mask, x.dtype)  # (B, L, D)
 
     def _mix_dtype(self, x: Tensor) -> torch.dtype:
-        """The dtype the output linear layer computes in (:func:`zoo.base.linear_dtype`)."""
-        return linear_dtype(x, self.out.weight)
+        """The dtype the output linear layer computes in: autocast's where it is on, else its weight's."""
+        if torch.is_autocast_enabled(x.device.type) and self.out.weight.dtype != torch.float64:
+            return torch.get_autocast_dtype(x.device.type)
+        return self.out.weight.dtype
 
 
 def conv_input(x: Tensor, key_padding_mask: Tensor | None, dtype: torch.dtype, n: int) -> Tensor:
