@@ -268,6 +268,28 @@ def test_a_compiler_that_fails_is_reported_once_and_the_function_runs_eagerly():
     assert torch.equal(g(t), 2 * t) and "compiled" not in vars(g)  # CPU tensors never compile by default
 
 
+def test_uncompiled_runs_the_plain_function():
+    """Inside ``uncompiled()`` (the unfused benchmark) a CudaCompiled function runs its plain
+    function even on a device it compiles for; outside, the compiled one again."""
+    from zoo.functional.compiled import CudaCompiled, uncompiled
+
+    calls = []
+
+    def compiled(t):
+        calls.append("compiled")
+        return 2 * t
+
+    f = CudaCompiled(lambda t: 2 * t, "doubling", devices={"cpu"})
+    f.compiled = compiled  # what torch.compile would have returned
+    t = torch.arange(3.0)
+    with uncompiled():
+        with uncompiled():
+            assert torch.equal(f(t), 2 * t)
+        assert torch.equal(f(t), 2 * t)
+    assert calls == []
+    assert torch.equal(f(t), 2 * t) and calls == ["compiled"]
+
+
 def test_padded_entry_point_checks_its_length():
     u, k = torch.randn(2, 3, 10), torch.randn(3, 10)
     with pytest.raises(ValueError, match=r"fft_size\(L\) = 20"):
